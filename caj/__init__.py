@@ -1,0 +1,1 @@
+"""`caj`: the operator's command line for caj-tracker."""

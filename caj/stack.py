@@ -1,0 +1,116 @@
+"""Start and stop the whole local system: the Kafka broker and the three services."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from caj.services import SERVICES, ServiceInfo
+from shared import migrations
+from shared.settings import DEFAULT_DATA_DIR, REPO_ROOT
+
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+RUN_DIR = DEFAULT_DATA_DIR / "run"
+LOG_DIR = DEFAULT_DATA_DIR / "log"
+
+
+def _pid_file(service: ServiceInfo) -> Path:
+    return RUN_DIR / f"{service.name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(service: ServiceInfo) -> int | None:
+    try:
+        pid = int(_pid_file(service).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def start_kafka(echo) -> None:
+    echo("Kafka broker: starting (first run downloads the jars with Maven)...")
+    subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True)
+
+
+def stop_kafka() -> None:
+    subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], check=True)
+
+
+def migrate_all(echo) -> None:
+    for service in SERVICES.values():
+        url = service.settings().resolved_database_url()
+        migrations.upgrade(service.package, url)
+        echo(f"{service.name}: schema at {migrations.head_revision(service.package)}")
+
+
+def start_service(service: ServiceInfo, echo) -> None:
+    if (pid := running_pid(service)) is not None:
+        echo(f"{service.name}: already running (pid {pid})")
+        return
+    settings = service.settings()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_file = open(LOG_DIR / f"{service.name}.log", "ab")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "--factory", service.app_factory,
+            "--host", settings.host, "--port", str(settings.port), "--no-access-log",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # survives the shell that ran `make up`
+        cwd=REPO_ROOT,
+    )
+    _pid_file(service).write_text(str(process.pid))
+    echo(f"{service.name}: started (pid {process.pid}), log {LOG_DIR / (service.name + '.log')}")
+
+
+def wait_ready(timeout: float, echo) -> bool:
+    deadline = time.monotonic() + timeout
+    pending = dict(SERVICES)
+    while pending and time.monotonic() < deadline:
+        for name, service in list(pending.items()):
+            settings = service.settings()
+            try:
+                response = httpx.get(f"http://{settings.host}:{settings.port}/readyz", timeout=3)
+                if response.status_code == 200:
+                    echo(f"{name}: ready at http://{settings.host}:{settings.port}")
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+            if running_pid(service) is None and name in pending:
+                echo(f"{name}: process exited; see {LOG_DIR / (name + '.log')}")
+                return False
+        time.sleep(0.5)
+    for name in pending:
+        echo(f"{name}: not ready after {timeout:.0f}s; see {LOG_DIR / (name + '.log')}")
+    return not pending
+
+
+def stop_service(service: ServiceInfo, echo, timeout: float = 20.0) -> None:
+    pid = running_pid(service)
+    if pid is None:
+        _pid_file(service).unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    _pid_file(service).unlink(missing_ok=True)
+    echo(f"{service.name}: stopped")

@@ -1,0 +1,1 @@
+"""The catalog service: the plan's commitments, evidenced and published."""

@@ -1,0 +1,1 @@
+"""The notifications service: alerts the agencies that must act."""

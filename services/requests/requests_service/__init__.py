@@ -1,0 +1,1 @@
+"""The requests service: partner agencies' requests and the offers they activate."""

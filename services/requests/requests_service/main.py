@@ -1,0 +1,29 @@
+"""App factory: `uvicorn --factory requests_service.main:app`."""
+
+from fastapi import FastAPI
+
+from requests_service.config import RequestsSettings
+from requests_service.consumers import handle_catalog_event
+from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
+from shared.topics import CATALOG_COMMITMENTS, REQUESTS_DLQ, REQUESTS_EVENTS
+
+
+def create_app(settings: RequestsSettings | None = None) -> FastAPI:
+    runtime = ServiceRuntime(
+        settings=settings or RequestsSettings(),
+        migrations_package="requests_service",
+        topics=(REQUESTS_EVENTS,),
+        consumer_specs=(
+            ConsumerSpec(group_id="requests.offers", topics=(CATALOG_COMMITMENTS,), handler=handle_catalog_event),
+        ),
+        dead_letter_topic=REQUESTS_DLQ,
+    )
+    return create_service_app(
+        runtime,
+        title="caj-tracker requests",
+        description="Assistance requests from Central Asian partner agencies, and the offers they activate.",
+    )
+
+
+def app() -> FastAPI:
+    return create_app()

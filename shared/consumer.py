@@ -1,0 +1,239 @@
+"""Idempotent consumer: effects and the processed event id commit together.
+
+For every record: parse the CloudEvent; if (group, source, id) is already in
+the inbox, skip it; otherwise run the handler and record the id in the same
+database transaction. Offsets are committed to Kafka only after that, so a
+crash replays records, and replays have no second effect.
+
+A record that cannot be processed goes to the service's dead-letter topic with
+the reason and its origin in headers, and the consumer carries on with the
+next one. A database outage is not the record's fault: the consumer waits and
+retries instead of dead-lettering everything.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from cloudevents.core.v1.event import CloudEvent
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session
+
+from shared import metrics
+from shared.events import InvalidEvent, from_kafka
+from shared.kafka import make_consumer
+from shared.logging import event_id_var
+from shared.messaging_models import ProcessedEvent
+
+log = logging.getLogger(__name__)
+
+# What a handler returns: "processed" (default) or "ignored" (e.g. an unknown type).
+Handler = Callable[[Session, CloudEvent], str | None]
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler for a record that can never be processed."""
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        bootstrap_servers: str,
+        group_id: str,
+        client_id: str,
+        topics: list[str],
+        handler: Handler,
+        producer: AIOKafkaProducer,
+        dead_letter_topic: str,
+        max_attempts: int = 3,
+        retry_delay: float = 0.2,
+    ) -> None:
+        self.engine = engine
+        self.group_id = group_id
+        self.topics = topics
+        self.handler = handler
+        self.producer = producer
+        self.dead_letter_topic = dead_letter_topic
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.consumer: AIOKafkaConsumer = make_consumer(bootstrap_servers, group_id=group_id, client_id=client_id)
+        self._processing = asyncio.Lock()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        await self.consumer.start()
+        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.group_id}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self._commit_uncommitted()
+        finally:
+            await self.consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def assigned_partitions(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    # -- the loop --------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500)
+            async with self._processing:
+                assignment = self.consumer.assignment()
+                for partition, records in batches.items():
+                    if partition not in assignment:
+                        continue  # revoked meanwhile; its new owner reads these
+                    for record in records:
+                        await self._consume(record)
+                        self._uncommitted[partition] = record.offset + 1
+            await self._commit_uncommitted()
+            await self._update_lag()
+
+    async def _consume(self, record: ConsumerRecord) -> None:
+        try:
+            event = from_kafka(key=record.key, value=record.value, headers=record.headers)
+        except InvalidEvent as error:
+            await self._dead_letter(record, reason="invalid_event", detail=str(error))
+            return
+        token = event_id_var.set(event.get_id())
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    outcome = await asyncio.to_thread(self._apply, event, record)
+                    metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+                    return
+                except PoisonMessage as error:
+                    await self._dead_letter(record, reason="rejected_by_handler", detail=str(error))
+                    return
+                except OperationalError:
+                    # The database is down or locked: wait, never dead-letter for it.
+                    log.warning("database unavailable while consuming; retrying", exc_info=True)
+                    await asyncio.sleep(min(self.retry_delay * 2**min(attempt, 5), 5.0))
+                except Exception as error:
+                    if attempt >= self.max_attempts:
+                        log.exception("handler failed %d times; dead-lettering", attempt)
+                        await self._dead_letter(
+                            record, reason="handler_failed", detail=f"{type(error).__name__}: {error}"
+                        )
+                        return
+                    await asyncio.sleep(self.retry_delay * attempt)
+        finally:
+            event_id_var.reset(token)
+
+    def _apply(self, event: CloudEvent, record: ConsumerRecord) -> str:
+        """Run the handler and record the event id in one transaction."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            seen = session.get(ProcessedEvent, (self.group_id, event.get_source(), event.get_id()))
+            if seen is not None:
+                return "duplicate"
+            outcome = self.handler(session, event) or "processed"
+            session.add(
+                ProcessedEvent(
+                    consumer_group=self.group_id,
+                    event_source=event.get_source(),
+                    event_id=event.get_id(),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                # Another replica committed the same event first: its effects stand.
+                session.rollback()
+                return "duplicate"
+            return outcome
+
+    async def _dead_letter(self, record: ConsumerRecord, *, reason: str, detail: str) -> None:
+        headers = [(name, value) for name, value in record.headers if not name.startswith("dlq.")]
+        headers += [
+            ("dlq.reason", reason.encode()),
+            ("dlq.detail", detail[:2000].encode()),
+            ("dlq.original.topic", record.topic.encode()),
+            ("dlq.original.partition", str(record.partition).encode()),
+            ("dlq.original.offset", str(record.offset).encode()),
+            ("dlq.consumer.group", self.group_id.encode()),
+        ]
+        # The offset is committed only once the dead letter is acknowledged.
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    self.dead_letter_topic, value=record.value, key=record.key, headers=headers
+                )
+                break
+            except Exception:
+                log.warning("dead-letter publish failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+        log.error(
+            "dead-lettered record %s/%d@%d: %s (%s)", record.topic, record.partition, record.offset, reason, detail
+        )
+        metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
+        metrics.KAFKA_DEAD_LETTERS.labels(record.topic, self.group_id, reason).inc()
+
+    async def _commit_uncommitted(self, partitions: set[TopicPartition] | None = None) -> None:
+        offsets = {
+            partition: offset
+            for partition, offset in self._uncommitted.items()
+            if partitions is None or partition in partitions
+        }
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except Exception:
+            # Harmless: the records are redelivered and the inbox skips them.
+            log.warning("offset commit failed; records may be redelivered", exc_info=True)
+            return
+        for partition, offset in offsets.items():
+            if self._uncommitted.get(partition) == offset:
+                del self._uncommitted[partition]
+
+    async def _update_lag(self) -> None:
+        for partition in self.consumer.assignment():
+            highwater = self.consumer.highwater(partition)
+            if highwater is None:
+                continue
+            try:
+                position = await self.consumer.position(partition)
+            except Exception:
+                continue
+            metrics.KAFKA_CONSUMER_LAG.labels(partition.topic, str(partition.partition), self.group_id).set(
+                max(highwater - position, 0)
+            )
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move to another replica, finish the batch and commit."""
+
+    def __init__(self, owner: IdempotentConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.owner._processing:
+            await self.owner._commit_uncommitted(set(revoked))
+            for partition in revoked:
+                self.owner._uncommitted.pop(partition, None)
+        log.info("partitions revoked: %s", sorted(f"{p.topic}/{p.partition}" for p in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(f"{p.topic}/{p.partition}" for p in assigned))

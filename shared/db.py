@@ -1,0 +1,60 @@
+"""Database engines and sessions: SQLite (WAL) by default, PostgreSQL by URL."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine, text
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> Engine:
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            echo=echo,
+            # Sessions run in FastAPI's thread pool and in the relay's worker thread.
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+            cursor = dbapi_connection.cursor()
+            # WAL lets readers run beside the single writer; busy_timeout makes
+            # writers queue instead of failing with "database is locked".
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def session_factory(engine: Engine) -> Callable[[], Session]:
+    def new_session() -> Session:
+        return Session(engine, expire_on_commit=False)
+
+    return new_session
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,49 @@
+"""Tables every service has for reliable messaging: the outbox and the inbox."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An event waiting to be published, written in the same transaction as its cause."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_unpublished", "published_at", "id"),)
+
+    # Monotonic: the relay publishes in this order, which keeps per-key order.
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=64, unique=True)
+    topic: str = Field(max_length=200)
+    message_key: str | None = Field(default=None, max_length=200)
+    event_type: str = Field(max_length=200)
+    # The whole CloudEvent as structured JSON; `data` null means tombstone.
+    envelope: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """The inbox: an event id here means its effects are already committed."""
+
+    __tablename__ = "processed_events"
+
+    consumer_group: str = Field(primary_key=True, max_length=200)
+    event_source: str = Field(primary_key=True, max_length=300)
+    event_id: str = Field(primary_key=True, max_length=200)
+    topic: str = Field(max_length=200)
+    partition: int
+    offset: int = Field(sa_type=BigInteger)
+    processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -1,0 +1,80 @@
+"""Prometheus metrics shared by the services (prefix `caj_`).
+
+Labels are bounded: route templates, never raw paths; topics and groups,
+never ids. Histograms, not summaries, so replicas can be aggregated.
+"""
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "caj_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "caj_http_request_duration_seconds",
+    "HTTP request duration",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_IN_FLIGHT = Gauge("caj_http_requests_in_flight", "HTTP requests being handled", ["service"])
+
+KAFKA_PRODUCED = Counter("caj_kafka_messages_produced_total", "Records produced", ["topic", "outcome"])
+KAFKA_CONSUMED = Counter(
+    "caj_kafka_messages_consumed_total",
+    "Records consumed, by outcome (processed, duplicate, ignored, dead_lettered)",
+    ["topic", "group", "outcome"],
+)
+KAFKA_CONSUMER_LAG = Gauge(
+    "caj_kafka_consumer_lag", "Records between the consumer position and the high watermark",
+    ["topic", "partition", "group"],
+)
+KAFKA_DEAD_LETTERS = Counter(
+    "caj_kafka_dead_letters_total", "Records sent to a dead-letter topic", ["topic", "group", "reason"]
+)
+OUTBOX_BACKLOG = Gauge("caj_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "caj_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
+)
+
+UNMATCHED_ROUTE = "__unmatched__"
+
+
+class HttpMetricsMiddleware:
+    """RED metrics per route template (pure ASGI, so streaming is not buffered)."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status_code = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        in_flight = HTTP_IN_FLIGHT.labels(service=self.service)
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, template, str(status_code)).inc()
+            HTTP_DURATION.labels(self.service, method, template).observe(time.perf_counter() - started)
+
+
+def metrics_response(_request: Request | None = None) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,231 @@
+"""Transactional outbox: events commit with the state change that caused them.
+
+`stage_event` adds a row to the caller's session. When that session commits,
+the relay of the same engine is woken at once; it publishes pending rows in id
+order with an idempotent `acks=all` producer and marks them published. A crash
+between send and mark can only repeat an event (consumers dedupe on its id);
+it can never lose one, because a row is marked only after the broker acked it.
+"""
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from cloudevents.core.v1.event import CloudEvent
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, update
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, col, select, text
+
+from shared import metrics
+from shared.db import is_sqlite
+from shared.events import from_json, to_json, to_kafka
+from shared.logging import event_id_var
+from shared.messaging_models import OutboxMessage, as_utc
+
+log = logging.getLogger(__name__)
+
+_PENDING_FLAG = "outbox_pending"
+# Wake callbacks per engine, so a commit wakes only the relay of its database.
+_wakers: "weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]]" = weakref.WeakKeyDictionary()
+# Any constant works; it only has to be the same for every relay of one database.
+_RELAY_LOCK_ID = 4_206_2006
+
+
+def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> OutboxMessage:
+    """Queue `event` for publishing when (and only if) `session` commits."""
+    message = OutboxMessage(
+        event_id=event.get_id(),
+        topic=topic,
+        message_key=key,
+        event_type=event.get_type(),
+        envelope=to_json(event),
+    )
+    session.add(message)
+    session.info[_PENDING_FLAG] = True
+    return message
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_relay_after_commit(session: Session) -> None:
+    if not session.info.pop(_PENDING_FLAG, False):
+        return
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    for wake in _wakers.get(engine, ()):
+        wake()
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_pending_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_FLAG, None)
+
+
+def outbox_backlog(session: Session) -> tuple[int, float]:
+    """Unpublished rows and the age in seconds of the oldest one (0 when empty)."""
+    count, oldest = session.exec(
+        select(func.count(), func.min(OutboxMessage.created_at)).where(col(OutboxMessage.published_at).is_(None))
+    ).one()
+    age = (datetime.now(UTC) - as_utc(oldest)).total_seconds() if oldest else 0.0
+    return int(count), max(age, 0.0)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        producer: AIOKafkaProducer,
+        poll_interval: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._leader_connection: Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        _wakers.setdefault(self.engine, []).append(self.wake)
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        wakers = _wakers.get(self.engine, [])
+        if self.wake in wakers:
+            wakers.remove(self.wake)
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await asyncio.to_thread(self._release_leadership)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Safe to call from any thread (commits happen in FastAPI's thread pool)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self._wakeup.clear()
+            try:
+                published = await self.publish_pending()
+                failures = 0
+            except Exception:
+                failures += 1
+                delay = min(0.2 * 2**failures, 5.0)
+                log.warning("outbox relay round failed; retrying in %.1fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                continue
+            if published >= self.batch_size:
+                continue  # more rows are probably waiting
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+            except TimeoutError:
+                pass
+
+    # -- one round -----------------------------------------------------------
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; return how many were published."""
+        if not await asyncio.to_thread(self._hold_leadership):
+            return 0
+        rows = await asyncio.to_thread(self._load_pending)
+        if not rows:
+            return 0
+        try:
+            acknowledgements = []
+            for row in rows:
+                record = to_kafka(from_json(row.envelope), key=row.message_key)
+                acknowledgements.append(
+                    await self.producer.send(row.topic, value=record.value, key=record.key, headers=record.headers)
+                )
+            await asyncio.gather(*acknowledgements)
+        except Exception as error:
+            await asyncio.to_thread(self._record_failure, [row.id for row in rows], repr(error))
+            for row in rows:
+                metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
+            raise
+        for row in rows:
+            metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="ok").inc()
+            token = event_id_var.set(row.event_id)
+            log.debug("published %s to %s", row.event_type, row.topic)
+            event_id_var.reset(token)
+        await asyncio.to_thread(self._mark_published, [row.id for row in rows])
+        return len(rows)
+
+    def _load_pending(self) -> list[OutboxMessage]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            statement = (
+                select(OutboxMessage)
+                .where(col(OutboxMessage.published_at).is_(None))
+                .order_by(col(OutboxMessage.id))
+                .limit(self.batch_size)
+            )
+            return list(session.exec(statement).all())
+
+    def _mark_published(self, ids: list[int | None]) -> None:
+        with Session(self.engine) as session:
+            session.exec(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id).in_(ids))
+                .values(published_at=datetime.now(UTC), attempts=OutboxMessage.attempts + 1, last_error=None)
+            )
+            session.commit()
+
+    def _record_failure(self, ids: list[int | None], error: str) -> None:
+        with Session(self.engine) as session:
+            session.exec(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id).in_(ids))
+                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000])
+            )
+            session.commit()
+
+    # -- one publisher per database -----------------------------------------
+    def _hold_leadership(self) -> bool:
+        """On PostgreSQL several replicas share one outbox; a session advisory
+        lock makes one of them the publisher so per-key order holds. SQLite
+        belongs to one process, so there is nothing to elect."""
+        if is_sqlite(str(self.engine.url)):
+            return True
+        if self._leader_connection is not None:
+            try:
+                self._leader_connection.execute(text("SELECT 1"))
+                self._leader_connection.commit()
+                return True
+            except Exception:
+                self._release_leadership()
+        connection = self.engine.connect()
+        acquired = connection.execute(text(f"SELECT pg_try_advisory_lock({_RELAY_LOCK_ID})")).scalar()
+        connection.commit()
+        if acquired:
+            self._leader_connection = connection
+            return True
+        connection.close()
+        return False
+
+    def _release_leadership(self) -> None:
+        connection, self._leader_connection = self._leader_connection, None
+        if connection is None:
+            return
+        # close() would only return the connection to the pool, lock and all.
+        try:
+            connection.execute(text(f"SELECT pg_advisory_unlock({_RELAY_LOCK_ID})"))
+            connection.commit()
+            connection.close()
+        except Exception:
+            connection.invalidate()

@@ -1,0 +1,82 @@
+"""RFC 9457 problem+json errors with a machine-readable `reason`."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Raise from a router (or map a domain error to it) to answer problem+json."""
+
+    def __init__(
+        self, status: int, reason: str, title: str, detail: str | None = None, **extensions: Any
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.reason = reason
+        self.title = title
+        self.detail = detail
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+
+def problem_response(
+    *, status: int, reason: str, title: str, detail: str | None = None, instance: str | None = None,
+    headers: dict[str, str] | None = None, **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"urn:caj-tracker:problem:{reason}", "title": title, "status": status, "reason": reason}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_REASONS_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, error: ProblemError) -> JSONResponse:
+        return problem_response(
+            status=error.status, reason=error.reason, title=error.title, detail=error.detail,
+            instance=request.url.path, headers=error.headers or None, **error.extensions,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": [str(part) for part in item.get("loc", ())], "message": item.get("msg"), "type": item.get("type")}
+            for item in error.errors()
+        ]
+        return problem_response(
+            status=422, reason="validation_failed", title="The request is not valid",
+            detail="; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors),
+            instance=request.url.path, errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        reason = _REASONS_BY_STATUS.get(error.status_code, "error")
+        title = error.detail if isinstance(error.detail, str) else reason.replace("_", " ")
+        return problem_response(
+            status=error.status_code, reason=reason, title=title, instance=request.url.path,
+            headers=dict(error.headers) if error.headers else None,
+        )

@@ -1,0 +1,236 @@
+"""What every service process is made of, and the FastAPI app around it.
+
+`ServiceRuntime` owns the database engine, the Kafka producer, the outbox
+relay and the consumers. Kafka may be down when a service starts: the service
+still starts (so /livez answers), keeps trying to connect in the background,
+and /readyz says 503 until everything is connected.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from shared import metrics
+from shared.consumer import Handler, IdempotentConsumer
+from shared.db import make_engine, ping
+from shared.kafka import make_producer
+from shared.logging import configure_logging
+from shared.migrations import current_revision, head_revision
+from shared.outbox import OutboxRelay, outbox_backlog
+from shared.problems import install_problem_handlers
+from shared.request_context import RequestIdMiddleware
+from shared.settings import ServiceSettings
+from shared.topics import TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    group_id: str
+    topics: tuple[TopicSpec, ...]
+    handler: Handler
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ServiceRuntime:
+    settings: ServiceSettings
+    migrations_package: str
+    topics: tuple[TopicSpec, ...] = ()
+    consumer_specs: tuple[ConsumerSpec, ...] = ()
+    dead_letter_topic: TopicSpec | None = None
+    consumers: list[IdempotentConsumer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine = make_engine(
+            self.settings.resolved_database_url(), sqlite_synchronous=self.settings.sqlite_synchronous
+        )
+        self.producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=self.settings.client_id)
+        self.relay = OutboxRelay(
+            engine=self.engine,
+            producer=self.producer,
+            poll_interval=self.settings.outbox_poll_interval_seconds,
+            batch_size=self.settings.outbox_batch_size,
+        )
+        self.expected_revision = head_revision(self.migrations_package)
+        self.kafka_connected = False
+        self._connect_task: asyncio.Task | None = None
+        self._kafka_check: tuple[float, CheckResult] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        self._connect_task = asyncio.create_task(self._connect_kafka(), name="kafka-connect")
+
+    async def _connect_kafka(self) -> None:
+        """Topics, producer, relay, consumers, in that order; retry until it works."""
+        delay = 0.5
+        all_topics = tuple({spec.name: spec for spec in self._all_topics()}.values())
+        while True:
+            try:
+                await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5)
+                await self.producer.start()
+                break
+            except Exception as error:
+                log.warning("Kafka not reachable yet (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self.relay.start()
+        for spec in self.consumer_specs:
+            if self.dead_letter_topic is None:
+                raise RuntimeError("a consuming service needs a dead-letter topic")
+            consumer = IdempotentConsumer(
+                engine=self.engine,
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                group_id=spec.group_id,
+                client_id=f"{self.settings.client_id}-{spec.group_id}",
+                topics=[topic.name for topic in spec.topics],
+                handler=spec.handler,
+                producer=self.producer,
+                dead_letter_topic=self.dead_letter_topic.name,
+                max_attempts=self.settings.consumer_max_attempts,
+            )
+            while True:
+                try:
+                    await consumer.start()
+                    break
+                except Exception as error:
+                    log.warning("consumer %s cannot start yet (%s); retrying", spec.group_id, error)
+                    await asyncio.sleep(1.0)
+            self.consumers.append(consumer)
+        self.kafka_connected = True
+        log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
+
+    def _all_topics(self) -> list[TopicSpec]:
+        specs = list(self.topics)
+        for consumer_spec in self.consumer_specs:
+            specs.extend(consumer_spec.topics)
+        if self.dead_letter_topic:
+            specs.append(self.dead_letter_topic)
+        return specs
+
+    async def stop(self) -> None:
+        if self._connect_task and not self._connect_task.done():
+            self._connect_task.cancel()
+            try:
+                await self._connect_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for consumer in self.consumers:
+            await consumer.stop()
+        await self.relay.stop()
+        if self.kafka_connected:
+            await self.producer.stop()
+        self.engine.dispose()
+
+    # -- health ----------------------------------------------------------------
+    async def readiness(self) -> dict[str, CheckResult]:
+        checks = {"database": await asyncio.to_thread(self._check_database), "kafka": await self._check_kafka()}
+        if self.consumer_specs:
+            checks["consumers"] = self._check_consumers()
+        return checks
+
+    def _check_database(self) -> CheckResult:
+        try:
+            ping(self.engine)
+            revision = current_revision(self.engine)
+        except Exception as error:
+            return CheckResult(False, f"database unreachable: {type(error).__name__}")
+        if revision != self.expected_revision:
+            return CheckResult(False, f"schema at {revision}, expected {self.expected_revision}: run migrations")
+        return CheckResult(True)
+
+    async def _check_kafka(self) -> CheckResult:
+        if not self.kafka_connected:
+            return CheckResult(False, "not connected yet")
+        if not self.relay.running:
+            return CheckResult(False, "outbox relay stopped")
+        # A metadata round trip proves the broker answers now; cached for a
+        # second so a burst of probes does not become a burst of requests.
+        now = time.monotonic()
+        if self._kafka_check and now - self._kafka_check[0] < 1.0:
+            return self._kafka_check[1]
+        try:
+            cluster = await asyncio.wait_for(
+                self.producer.client.fetch_all_metadata(), timeout=self.settings.readiness_timeout_seconds
+            )
+            result = CheckResult(True) if cluster.brokers() else CheckResult(False, "no broker in metadata")
+        except Exception as error:
+            result = CheckResult(False, f"broker unreachable: {type(error).__name__}")
+        self._kafka_check = (now, result)
+        return result
+
+    def _check_consumers(self) -> CheckResult:
+        for consumer in self.consumers:
+            if not consumer.running:
+                return CheckResult(False, f"consumer {consumer.group_id} stopped")
+            if not consumer.assigned_partitions():
+                return CheckResult(False, f"consumer {consumer.group_id} has no partitions assigned")
+        if len(self.consumers) < len(self.consumer_specs):
+            return CheckResult(False, "consumers starting")
+        return CheckResult(True)
+
+    def refresh_outbox_gauges(self) -> None:
+        with Session(self.engine) as session:
+            backlog, oldest_age = outbox_backlog(session)
+        metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
+        metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(oldest_age)
+
+
+def create_service_app(
+    runtime: ServiceRuntime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+) -> FastAPI:
+    settings = runtime.settings
+    configure_logging(service=settings.service_name, level=settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.add_middleware(metrics.HttpMetricsMiddleware, service=settings.service_name)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.get("/livez", tags=["operations"], summary="The process is alive")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["operations"], summary="Database, Kafka and consumers are ready")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(check.ok for check in checks.values())
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in checks.items()},
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        try:
+            await asyncio.to_thread(runtime.refresh_outbox_gauges)
+        except Exception:
+            log.warning("could not read the outbox backlog", exc_info=True)
+        return metrics.metrics_response()
+
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,112 @@
+"""Every topic the system uses, declared in code and created at start.
+
+Broker auto-creation is off: a topic created by accident gets the broker's
+defaults (one partition, delete policy), which would silently break compaction
+and per-key ordering.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def compacted(self) -> bool:
+        return self.config.get("cleanup.policy") == "compact"
+
+
+CATALOG_COMMITMENTS = TopicSpec(
+    "catalog.commitments",
+    partitions=3,
+    config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    description="Full current state of every commitment, key = commitment id; tombstone on removal.",
+)
+REQUESTS_EVENTS = TopicSpec(
+    "requests.events",
+    partitions=6,
+    config={"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+    description="Request lifecycle and offer activation events; key = request id or commitment id.",
+)
+NOTIFICATIONS_DELIVERIES = TopicSpec(
+    "notifications.deliveries",
+    partitions=3,
+    config={"cleanup.policy": "delete", "retention.ms": str(14 * 24 * 3600 * 1000)},
+    description="Outcome of every webhook delivery attempt.",
+)
+NOTIFICATIONS_DEAD_LETTER = TopicSpec(
+    "notifications.dead-letter",
+    partitions=1,
+    config={"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
+    description="Notifications whose retry schedule is exhausted.",
+)
+
+
+def consumer_dead_letter_topic(service: str) -> TopicSpec:
+    """Where a service's consumer puts messages it cannot process."""
+    return TopicSpec(
+        f"{service}.dlq",
+        partitions=1,
+        config={"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)},
+        description=f"Messages the {service} consumer could not process, with the reason in headers.",
+    )
+
+
+REQUESTS_DLQ = consumer_dead_letter_topic("requests")
+NOTIFICATIONS_DLQ = consumer_dead_letter_topic("notifications")
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    CATALOG_COMMITMENTS,
+    REQUESTS_EVENTS,
+    NOTIFICATIONS_DELIVERIES,
+    NOTIFICATIONS_DEAD_LETTER,
+    REQUESTS_DLQ,
+    NOTIFICATIONS_DLQ,
+)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: tuple[TopicSpec, ...] | list[TopicSpec], *, timeout: float = 60.0
+) -> None:
+    """Create the topics that do not exist yet; retry while the broker starts."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [spec for spec in topics if spec.name not in existing]
+            if missing:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=spec.name,
+                            num_partitions=spec.partitions,
+                            replication_factor=1,
+                            topic_configs=spec.config,
+                        )
+                        for spec in missing
+                    ]
+                )
+                log.info("created topics", extra={"topics": [spec.name for spec in missing]})
+            return
+        except TopicAlreadyExistsError:
+            return  # another service created it between our list and create
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("topic creation failed; retrying", exc_info=True)
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()

@@ -1,0 +1,110 @@
+"""Test fixtures: a real Kafka broker per test session, and real databases.
+
+- Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set, else a broker started by
+  deploy/kafka/kafka.sh on free ports with a fresh data dir.
+- Databases: every test that takes `database_url` runs on SQLite, and also on
+  PostgreSQL when `TEST_POSTGRES_URL` names a server (each test gets a fresh
+  database there).
+"""
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from shared.settings import REPO_ROOT
+
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class KafkaBroker:
+    """A broker of our own, started and stopped with the project's script."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.data_dir = data_dir
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+
+    def _run(self, command: str, **extra: str) -> None:
+        env = dict(
+            os.environ,
+            KAFKA_PORT=str(self.port),
+            KAFKA_CONTROLLER_PORT=str(self.controller_port),
+            KAFKA_DATA_DIR=str(self.data_dir),
+            **extra,
+        )
+        subprocess.run(["bash", str(KAFKA_SCRIPT), command], env=env, check=True, timeout=600)
+
+    def start(self, *, fresh: bool = False) -> None:
+        self._run("start", **({"KAFKA_FRESH": "1"} if fresh else {}))
+
+    def stop(self) -> None:
+        self._run("stop")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory) -> str:
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start(fresh=True)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_kafka_broker(tmp_path):
+    """A broker only this test uses, for tests that stop and restart it."""
+    broker = KafkaBroker(tmp_path / "kafka")
+    broker.start(fresh=True)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+        metafunc.parametrize("database_backend", backends, scope="function")
+
+
+@pytest.fixture
+def database_url(database_backend: str, tmp_path) -> str:
+    """An empty database on the given backend, dropped afterwards."""
+    if database_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    name = f"caj_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A topic name no other test uses."""
+    return f"test.{uuid.uuid4().hex[:10]}"

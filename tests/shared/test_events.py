@@ -1,0 +1,59 @@
+"""The CloudEvents envelope and its binary-mode Kafka binding, without a broker."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.events import InvalidEvent, from_json, from_kafka, new_event, to_json, to_kafka
+
+
+def test_binary_mode_round_trip_keeps_every_attribute():
+    moment = datetime(2026, 6, 5, 9, 30, tzinfo=UTC)
+    event = new_event(
+        type="org.caj-tracker.test.happened.v1", source="/tests", subject="caj-2006-2-1-04",
+        data={"countries": ["TJ", "AF"], "note": "Душанбе"}, id="evt-1", time=moment,
+    )
+    record = to_kafka(event, key="caj-2006-2-1-04")
+    headers = dict(record.headers)
+    assert headers["ce_type"] == b"org.caj-tracker.test.happened.v1"
+    assert headers["content-type"] == b"application/json"
+    assert record.key == b"caj-2006-2-1-04"
+
+    parsed = from_kafka(key=record.key, value=record.value, headers=record.headers)
+    assert parsed.get_id() == "evt-1"
+    assert parsed.get_source() == "/tests"
+    assert parsed.get_type() == "org.caj-tracker.test.happened.v1"
+    assert parsed.get_subject() == "caj-2006-2-1-04"
+    assert parsed.get_time() == moment
+    assert parsed.get_specversion() == "1.0"
+    assert parsed.get_data() == {"countries": ["TJ", "AF"], "note": "Душанбе"}
+
+
+def test_event_without_data_is_a_tombstone_with_headers():
+    event = new_event(type="org.caj-tracker.test.removed.v1", source="/tests", data=None)
+    record = to_kafka(event, key="k")
+    assert record.value is None
+    parsed = from_kafka(key=record.key, value=record.value, headers=record.headers)
+    assert parsed.get_type() == "org.caj-tracker.test.removed.v1"
+    assert parsed.get_data() is None
+
+
+def test_structured_json_round_trip_for_storage():
+    event = new_event(type="t.v1", source="/tests", data={"a": 1}, subject="s")
+    again = from_json(to_json(event))
+    assert again.get_attributes() == event.get_attributes()
+    assert again.get_data() == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "reason"),
+    [
+        ([("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"1.0")], b"{}", "missing header ce_id"),
+        ([("ce_id", b"1"), ("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"0.3")], b"{}", "specversion"),
+        ([("ce_id", b"1"), ("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"1.0")], b"{not json", "not valid JSON"),
+        ([], b"{}", "missing header"),
+    ],
+)
+def test_malformed_records_are_refused_with_a_reason(headers, value, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        from_kafka(key=None, value=value, headers=headers)
