@@ -1,18 +1,23 @@
-"""Give every HTTP request an id, echo it back, and put it on every log line."""
+"""Give every HTTP request an id, echo it back, put it on every log line,
+and log one access line per request from inside that context."""
 
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logging import request_id_var
 
+access_log = logging.getLogger("caj.access")
+
 REQUEST_ID_HEADER = "x-request-id"
 # Accept a caller's id only if it is short and harmless in logs.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestIdMiddleware:
+class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -23,9 +28,13 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
@@ -33,4 +42,11 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
             request_id_var.reset(token)

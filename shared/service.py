@@ -25,7 +25,7 @@ from shared.logging import configure_logging
 from shared.migrations import current_revision, head_revision
 from shared.outbox import OutboxRelay, outbox_backlog
 from shared.problems import install_problem_handlers
-from shared.request_context import RequestIdMiddleware
+from shared.request_context import RequestContextMiddleware
 from shared.settings import ServiceSettings
 from shared.topics import TopicSpec, ensure_topics
 
@@ -207,7 +207,7 @@ def create_service_app(
     app.state.runtime = runtime
     install_problem_handlers(app)
     app.add_middleware(metrics.HttpMetricsMiddleware, service=settings.service_name)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestContextMiddleware)
 
     @app.get("/livez", tags=["operations"], summary="The process is alive")
     async def livez() -> dict[str, str]:

@@ -1,0 +1,37 @@
+# One entry point for development. `make up` starts the whole system,
+# `make test` runs the whole suite; both set up what they need first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml deploy/kafka/pom.xml | sha256sum | cut -c1-12)
+
+.PHONY: install up down status test clean
+
+install: $(INSTALLED)
+
+# Re-runs only when pyproject.toml or the Kafka pom changed.
+$(INSTALLED): pyproject.toml deploy/kafka/pom.xml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	bash deploy/kafka/kafka.sh fetch
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+up: install
+	$(BIN)/caj stack up
+
+down:
+	@if [ -x $(BIN)/caj ]; then $(BIN)/caj stack down; else bash deploy/kafka/kafka.sh stop; fi
+
+status:
+	$(BIN)/caj stack status
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: install
+	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
+	exit $$status
+
+clean: down
+	rm -rf var
