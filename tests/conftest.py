@@ -80,9 +80,36 @@ def own_kafka_broker(tmp_path):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "database_url" in metafunc.fixturenames:
+    if "postgres_database_url" in metafunc.fixturenames:
+        metafunc.parametrize("database_backend", ["postgresql"], scope="function")
+    elif "database_url" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
         metafunc.parametrize("database_backend", backends, scope="function")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of PostgreSQL-only behaviour run only when a server is given;
+    they are deselected (and said so), never counted as skipped passes."""
+    if POSTGRES_URL:
+        return
+    selected = [item for item in items if "postgres_database_url" not in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if item not in selected]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "a broker started for this session"
+    postgres = "TEST_POSTGRES_URL set: database tests also run on PostgreSQL" if POSTGRES_URL else (
+        "TEST_POSTGRES_URL not set: SQLite only, PostgreSQL-only tests deselected"
+    )
+    return f"kafka: {kafka}; {postgres}"
+
+
+@pytest.fixture
+def postgres_database_url(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture

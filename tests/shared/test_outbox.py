@@ -150,3 +150,42 @@ async def test_crash_between_send_and_mark_repeats_the_event_but_the_effect_happ
         await restarted.stop()
         await producer.stop()
         engine.dispose()
+
+
+async def test_on_postgresql_one_relay_publishes_and_another_takes_over(
+    kafka_bootstrap, topic_name, postgres_database_url
+):
+    """Several replicas share one PostgreSQL outbox: an advisory lock makes one
+    of them the publisher, so per-key order holds; when it stops, another
+    takes over."""
+    database_url = postgres_database_url
+    upgrade("catalog_service", database_url)
+    engine = make_engine(database_url)
+    await create_topic(kafka_bootstrap, topic_name, partitions=1)
+    producer = await _started_producer(kafka_bootstrap)
+    first = OutboxRelay(engine=engine, producer=producer, poll_interval=0.2)
+    second = OutboxRelay(engine=engine, producer=producer, poll_interval=0.2)
+    first.start()
+    second.start()
+    try:
+        for number in range(20):
+            with transaction(engine) as session:
+                stage_event(session, topic=topic_name, key="one-key", event=_event(f"{number:02d}"))
+        records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= 20, timeout=30)
+        assert [dict(r.headers)["ce_subject"].decode() for r in records] == [f"{n:02d}" for n in range(20)]
+        leaders = [relay for relay in (first, second) if relay._leader_connection is not None]
+        assert len(leaders) == 1, "exactly one relay publishes"
+
+        await leaders[0].stop()
+        follower = second if leaders[0] is first else first
+        for number in range(20, 25):
+            with transaction(engine) as session:
+                stage_event(session, topic=topic_name, key="one-key", event=_event(f"{number:02d}"))
+        records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= 25, timeout=30)
+        assert [dict(r.headers)["ce_subject"].decode() for r in records] == [f"{n:02d}" for n in range(25)]
+        assert follower._leader_connection is not None
+    finally:
+        await first.stop()
+        await second.stop()
+        await producer.stop()
+        engine.dispose()
