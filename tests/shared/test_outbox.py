@@ -189,3 +189,23 @@ async def test_on_postgresql_one_relay_publishes_and_another_takes_over(
         await second.stop()
         await producer.stop()
         engine.dispose()
+
+
+def test_backlog_and_age_of_the_oldest_unpublished_row(database_url):
+    """What /metrics reports when the relay is stuck: rows pile up and age."""
+    import time
+
+    upgrade("catalog_service", database_url)
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            assert outbox_backlog(session) == (0, 0.0)
+        for label in ("a", "b"):
+            with transaction(engine) as session:
+                stage_event(session, topic="t", key="k", event=_event(label))
+        time.sleep(0.3)
+        with Session(engine) as session:
+            count, age = outbox_backlog(session)
+        assert count == 2 and 0.3 <= age < 30
+    finally:
+        engine.dispose()
