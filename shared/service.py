@@ -9,7 +9,7 @@ and /readyz says 503 until everything is connected.
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -52,6 +52,8 @@ class ServiceRuntime:
     topics: tuple[TopicSpec, ...] = ()
     consumer_specs: tuple[ConsumerSpec, ...] = ()
     dead_letter_topic: TopicSpec | None = None
+    # Service-specific readiness checks, e.g. "the catalog is loaded".
+    extra_checks: dict[str, Callable[[], CheckResult]] = field(default_factory=dict)
     consumers: list[IdempotentConsumer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -140,6 +142,8 @@ class ServiceRuntime:
         checks = {"database": await asyncio.to_thread(self._check_database), "kafka": await self._check_kafka()}
         if self.consumer_specs:
             checks["consumers"] = self._check_consumers()
+        for name, check in self.extra_checks.items():
+            checks[name] = check()
         return checks
 
     def _check_database(self) -> CheckResult:
@@ -190,17 +194,26 @@ class ServiceRuntime:
 
 
 def create_service_app(
-    runtime: ServiceRuntime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+    runtime: ServiceRuntime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> FastAPI:
+    """`on_startup` runs once the runtime has started; the app serves meanwhile."""
     settings = runtime.settings
     configure_logging(service=settings.service_name, level=settings.log_level, json=settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await runtime.start()
+        startup = asyncio.create_task(on_startup(app), name="service-startup") if on_startup else None
         try:
             yield
         finally:
+            if startup is not None and not startup.done():
+                startup.cancel()
             await runtime.stop()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)

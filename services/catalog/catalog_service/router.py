@@ -1,0 +1,173 @@
+"""The catalog's public API under /v1/."""
+
+import hashlib
+import json
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from catalog_service.http_caching import cached_response
+from catalog_service.iati import plan_to_iati_xml
+from catalog_service.snapshot import AgencyRead, CatalogSnapshot, CommitmentFilter, CommitmentRead, PlanRead
+from shared.contracts.catalog import CommitmentKind, ConditionType, CountryCode
+from shared.problems import ProblemError
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+MAX_PAGE = 100
+PlanId = Annotated[str, Path(max_length=64, description="A plan id, e.g. caj-2006")]
+
+
+class CommitmentPage(BaseModel):
+    items: list[CommitmentRead]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class PlanList(BaseModel):
+    items: list[PlanRead]
+
+
+class AgencyList(BaseModel):
+    items: list[AgencyRead]
+
+
+def current_snapshot(request: Request) -> CatalogSnapshot:
+    snapshot = getattr(request.app.state, "catalog", None)
+    if snapshot is None:
+        raise ProblemError(503, "catalog_loading", "The catalog is still loading", "Try again in a moment.")
+    return snapshot
+
+
+Snapshot = Annotated[CatalogSnapshot, Depends(current_snapshot)]
+
+
+def only_known_parameters(*allowed: str):
+    """A misspelt filter must not silently return everything."""
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(allowed))
+        if unknown:
+            raise ProblemError(
+                422, "unknown_parameter", "Unknown query parameter",
+                f"{', '.join(unknown)} is not a parameter here; known: {', '.join(sorted(allowed))}",
+            )
+        repeated = sorted(name for name in set(request.query_params) if len(request.query_params.getlist(name)) > 1)
+        if repeated:
+            raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
+
+    return Depends(check)
+
+
+def _etag(snapshot: CatalogSnapshot, *parts: str) -> str:
+    return '"' + hashlib.sha256("|".join((snapshot.fingerprint, *parts)).encode()).hexdigest()[:32] + '"'
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+@router.get("/plans", response_model=PlanList, summary="The plans in the catalog",
+            dependencies=[only_known_parameters()])
+def list_plans(request: Request, snapshot: Snapshot) -> Response:
+    body = PlanList(items=list(snapshot.plans.values())).model_dump_json().encode()
+    return cached_response(request, body=body, etag=_etag(snapshot, "plans"), media_type="application/json")
+
+
+def _plan(snapshot: CatalogSnapshot, plan_id: str) -> PlanRead:
+    plan = snapshot.plans.get(plan_id)
+    if plan is None:
+        raise ProblemError(404, "plan_not_found", "No such plan", f"There is no plan {plan_id!r}.")
+    return plan
+
+
+@router.get("/plans/{plan_id}", response_model=PlanRead, summary="One plan, with counts by pillar and condition",
+            responses={404: {"description": "No such plan"}}, dependencies=[only_known_parameters()])
+def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+    body = _plan(snapshot, plan_id).model_dump_json().encode()
+    return cached_response(request, body=body, etag=_etag(snapshot, "plan", plan_id), media_type="application/json")
+
+
+@router.get("/plans/{plan_id}/source", summary="The plan's source text; commitments' offsets point into it",
+            response_class=Response, responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such plan"}},
+            dependencies=[only_known_parameters()])
+def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+    _plan(snapshot, plan_id)
+    body = snapshot.source_texts[plan_id].encode()
+    return cached_response(request, body=body, etag=_etag(snapshot, "source", plan_id),
+                           media_type="text/plain; charset=utf-8")
+
+
+@router.get("/plans/{plan_id}/iati.xml", summary="The plan as IATI 2.03 activities",
+            response_class=Response, responses={200: {"content": {"application/xml": {}}}, 404: {"description": "No such plan"}},
+            dependencies=[only_known_parameters()])
+def get_plan_iati(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+    plan = _plan(snapshot, plan_id)
+    base_url = str(request.base_url).rstrip("/")
+    body = plan_to_iati_xml(plan, [view.read for view in snapshot.commitments_of(plan_id)], base_url=base_url)
+    return cached_response(request, body=body, etag=_etag(snapshot, "iati", plan_id, base_url),
+                           media_type="application/xml")
+
+
+COMMITMENT_FILTERS = ("plan_id", "pillar", "section", "actor", "beneficiary", "requestable_by", "condition", "kind",
+                      "sector", "q", "limit", "offset")
+
+
+@router.get("/commitments", response_model=CommitmentPage, summary="Commitments, filtered and paginated",
+            dependencies=[only_known_parameters(*COMMITMENT_FILTERS)])
+def list_commitments(
+    request: Request,
+    snapshot: Snapshot,
+    plan_id: Annotated[str | None, Query(max_length=64)] = None,
+    pillar: Annotated[int | None, Query(ge=1, le=5, description="Pillar number, 1-5")] = None,
+    section: Annotated[str | None, Query(max_length=200, description='Section code such as "2(2)", or its full heading')] = None,
+    actor: Annotated[CountryCode | None, Query(description="A country that commits")] = None,
+    beneficiary: Annotated[CountryCode | None, Query(description="A country that benefits")] = None,
+    requestable_by: Annotated[CountryCode | None, Query(description="A country whose request counts toward the condition")] = None,
+    condition: Annotated[ConditionType | None, Query(description="Condition type")] = None,
+    kind: Annotated[CommitmentKind | None, Query()] = None,
+    sector: Annotated[str | None, Query(pattern=r"^\d{5}$", description="OECD DAC CRS purpose code")] = None,
+    q: Annotated[str | None, Query(min_length=2, max_length=200, description="Words in the text, section or condition")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    criteria = CommitmentFilter(plan_id=plan_id, pillar=pillar, section=section, actor=actor, beneficiary=beneficiary,
+                                requestable_by=requestable_by, condition=condition, kind=kind, sector=sector, q=q)
+    matching = snapshot.query(criteria)
+    page = matching[offset: offset + limit]
+    next_link = None
+    if offset + limit < len(matching):
+        params = [(name, value) for name, value in request.query_params.items() if name != "offset"]
+        next_link = "/v1/commitments?" + urlencode(params + [("offset", str(offset + limit))])
+    # The items are pre-rendered JSON; only the envelope is built per request.
+    body = b"".join((
+        b'{"items":[', b",".join(view.json for view in page), b'],"total":', str(len(matching)).encode(),
+        b',"limit":', str(limit).encode(), b',"offset":', str(offset).encode(), b',"next":', _json(next_link), b"}",
+    ))
+    etag = _etag(snapshot, "commitments", str(sorted(request.query_params.multi_items())))
+    return cached_response(request, body=body, etag=etag, media_type="application/json")
+
+
+@router.get("/commitments/{commitment_id}", response_model=CommitmentRead, summary="One commitment",
+            responses={404: {"description": "No such commitment"}}, dependencies=[only_known_parameters()])
+def get_commitment(
+    request: Request, snapshot: Snapshot,
+    commitment_id: Annotated[str, Path(max_length=100)],
+) -> Response:
+    view = snapshot.by_id.get(commitment_id)
+    if view is None:
+        raise ProblemError(404, "commitment_not_found", "No such commitment", f"There is no commitment {commitment_id!r}.")
+    etag = '"' + hashlib.sha256(view.json).hexdigest()[:32] + '"'
+    return cached_response(request, body=view.json, etag=etag, media_type="application/json")
+
+
+@router.get("/agencies", response_model=AgencyList, summary="Agencies the plans name or imply as responsible",
+            dependencies=[only_known_parameters()])
+def list_agencies(request: Request, snapshot: Snapshot) -> Response:
+    body = AgencyList(items=snapshot.agencies).model_dump_json().encode()
+    return cached_response(request, body=body, etag=_etag(snapshot, "agencies"), media_type="application/json")

@@ -1,0 +1,155 @@
+"""Bring the database in line with the configured plan files, and publish
+exactly what changed: new and changed commitments as their full state, removed
+ones as tombstones, all through the outbox in the same transaction."""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
+from catalog_service.plan_files import LoadedPlan
+from shared.contracts.catalog import (
+    CATALOG_SOURCE,
+    COMMITMENT_PUBLISHED,
+    COMMITMENT_REMOVED,
+    CommitmentDocument,
+    CommitmentPublished,
+)
+from shared.db import is_sqlite
+from shared.events import new_event
+from shared.messaging_models import utcnow
+from shared.outbox import stage_event
+from shared.topics import CATALOG_COMMITMENTS
+
+log = logging.getLogger(__name__)
+_SYNC_LOCK_ID = 4_206_0001
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def published(self) -> int:
+        return len(self.created) + len(self.updated) + len(self.removed)
+
+
+def content_hash(value: object) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
+    report = SyncReport()
+    now = utcnow()
+    with Session(engine) as session:
+        if not is_sqlite(str(engine.url)):
+            # Replicas starting together must not both publish the same change.
+            session.execute(text(f"SELECT pg_advisory_xact_lock({_SYNC_LOCK_ID})"))
+        _sync_agencies(session, plans)
+        stored = {row.id: row for row in session.exec(select(CommitmentRow)).all()}
+        wanted: dict[str, CommitmentDocument] = {}
+        for plan in plans:
+            _upsert_plan(session, plan, now)
+            for document in plan.commitments:
+                if document.id in wanted:
+                    raise ValueError(f"commitment id {document.id} appears in two plans")
+                wanted[document.id] = document
+        session.flush()
+
+        for commitment_id, document in wanted.items():
+            as_json = document.model_dump(mode="json")
+            digest = content_hash(as_json)
+            row = stored.get(commitment_id)
+            if row is not None and row.content_hash == digest:
+                report.unchanged += 1
+                continue
+            if row is None:
+                row = CommitmentRow(id=commitment_id, plan_id=document.plan_id, pillar=0, section_code="", kind="",
+                                    condition_type="", document={}, content_hash="", revision=0)
+                report.created.append(commitment_id)
+            else:
+                report.updated.append(commitment_id)
+            row.plan_id = document.plan_id
+            row.pillar = document.pillar.number
+            row.section_code = document.section_code
+            row.kind = document.kind
+            row.condition_type = document.condition.type
+            row.document = as_json
+            row.content_hash = digest
+            row.revision += 1
+            row.updated_at = now
+            session.add(row)
+            published = CommitmentPublished(revision=row.revision, updated_at=now, commitment=document)
+            stage_event(
+                session,
+                topic=CATALOG_COMMITMENTS.name,
+                key=commitment_id,
+                event=new_event(
+                    type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE, subject=commitment_id,
+                    data=published.model_dump(mode="json"), time=now,
+                ),
+            )
+
+        for commitment_id in sorted(set(stored) - set(wanted)):
+            session.delete(stored[commitment_id])
+            report.removed.append(commitment_id)
+            # No data: a tombstone, so compaction forgets the commitment.
+            stage_event(
+                session,
+                topic=CATALOG_COMMITMENTS.name,
+                key=commitment_id,
+                event=new_event(type=COMMITMENT_REMOVED, source=CATALOG_SOURCE, subject=commitment_id, data=None, time=now),
+            )
+        session.flush()
+        wanted_plans = {plan.header.id for plan in plans}
+        session.execute(delete(PlanRow).where(PlanRow.id.not_in(wanted_plans)))  # type: ignore[union-attr]
+        session.commit()
+    log.info(
+        "catalog synced: %d created, %d updated, %d removed, %d unchanged",
+        len(report.created), len(report.updated), len(report.removed), report.unchanged,
+    )
+    return report
+
+
+def _upsert_plan(session: Session, plan: LoadedPlan, now) -> None:
+    header = plan.header
+    fields = {
+        "title": header.title,
+        "adopted": header.adopted,
+        "place": header.place,
+        "source_document": header.source_document,
+        "source_sha256": header.source_sha256,
+        "source_text": plan.source_text,
+        "pillars": {str(number): name for number, name in header.pillars.items()},
+    }
+    digest = content_hash(fields)
+    row = session.get(PlanRow, header.id)
+    if row is None:
+        row = PlanRow(id=header.id, content_hash="", **fields)
+    elif row.content_hash == digest:
+        return
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.content_hash = digest
+    row.updated_at = now
+    session.add(row)
+
+
+def _sync_agencies(session: Session, plans: list[LoadedPlan]) -> None:
+    wanted = {agency.id: agency for plan in plans for agency in plan.agencies}
+    stored = {row.id: row for row in session.exec(select(AgencyRow)).all()}
+    for agency_id, agency in wanted.items():
+        row = stored.get(agency_id) or AgencyRow(id=agency_id, name="", kind="", aliases=[])
+        row.name, row.country, row.kind, row.aliases = agency.name, agency.country, agency.kind, list(agency.aliases)
+        session.add(row)
+    for agency_id in set(stored) - set(wanted):
+        session.delete(stored[agency_id])

@@ -1,0 +1,104 @@
+"""What the catalog publishes on `catalog.commitments` and serves over HTTP."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CountryCode = Literal["JP", "KZ", "KG", "TJ", "UZ", "AF"]
+ConditionType = Literal["none", "on_request", "joint_interest", "regional_agreement", "evidence"]
+CommitmentKind = Literal["offer", "pledge", "intention", "study", "joint_action", "achievement", "position"]
+
+CENTRAL_ASIAN_COUNTRIES: tuple[CountryCode, ...] = ("KZ", "KG", "TJ", "UZ")
+# A request can satisfy only these; the other conditions are recorded by coordinators.
+REQUESTABLE_CONDITIONS: frozenset[str] = frozenset({"on_request", "joint_interest"})
+
+COMMITMENT_PUBLISHED = "org.caj-tracker.catalog.commitment.published.v1"
+COMMITMENT_REMOVED = "org.caj-tracker.catalog.commitment.removed.v1"
+CATALOG_SOURCE = "/caj-tracker/catalog"
+
+
+class _Contract(BaseModel):
+    # Readers ignore fields they do not know, so producers may add fields.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Pillar(_Contract):
+    number: int = Field(ge=1, le=5)
+    name: str
+
+
+class SourceSpan(_Contract):
+    document: str = Field(description="File name of the plan's source text")
+    start: int = Field(ge=0, description="Character offset where the text starts")
+    end: int = Field(ge=0, description="Character offset just past the text")
+    sha256: str = Field(description="SHA-256 of the source document the offsets refer to")
+
+
+class Condition(_Contract):
+    type: ConditionType
+    eligible_countries: list[CountryCode] = Field(description="Who may ask (on_request)")
+    required_countries: list[CountryCode] = Field(
+        description="Who must all show interest (joint_interest) or agree (regional_agreement)"
+    )
+    text: str | None = Field(description="The condition's own words in the plan")
+    note: str | None = None
+
+
+class ResponsibleAgency(_Contract):
+    id: str
+    name: str
+    country: CountryCode | None
+    kind: str
+    inferred: bool = Field(description="False when the plan's text names the agency")
+    reason: str | None = None
+
+
+class Figure(_Contract):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["money", "count", "year", "date", "duration"]
+    text: str
+
+
+class Status(_Contract):
+    code: int = Field(ge=1, le=6, description="IATI ActivityStatus code")
+    name: str
+
+
+class CommitmentDocument(_Contract):
+    """One commitment of a plan, as published."""
+
+    id: str
+    plan_id: str
+    pillar: Pillar
+    section: str
+    section_code: str = Field(description='The section number, e.g. "2(2)"; the pillar number alone for pillar-level text')
+    text: str = Field(description="The plan's own words, verbatim")
+    source: SourceSpan
+    actors: list[CountryCode]
+    beneficiaries: list[CountryCode]
+    kind: CommitmentKind
+    condition: Condition
+    requestable_by: list[CountryCode] = Field(
+        description="Countries whose request counts toward this commitment's condition"
+    )
+    responsible_agencies: list[ResponsibleAgency]
+    figures: list[Figure]
+    sectors: list[str] = Field(description="OECD DAC CRS 5-digit purpose codes")
+    status: Status
+
+
+class CommitmentPublished(_Contract):
+    """Data of `commitment.published.v1`: the full current state, keyed by id."""
+
+    revision: int = Field(ge=1, description="Increases by one each time the commitment changes")
+    updated_at: datetime
+    commitment: CommitmentDocument
+
+
+def requestable_by(condition: Condition) -> list[CountryCode]:
+    if condition.type == "on_request":
+        return list(condition.eligible_countries)
+    if condition.type == "joint_interest":
+        return list(condition.required_countries)
+    return []
