@@ -1,0 +1,179 @@
+"""The catalog API, served by a real catalog process over HTTP."""
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from catalog_service.plan_files import DEFAULT_PLAN_FILES
+from shared.settings import REPO_ROOT
+from tests.service_process import ServiceProcess
+
+SYNTHETIC = Path(__file__).parent / "fixtures" / "synthetic-plan-2030.yaml"
+IATI_SCHEMA = REPO_ROOT.parent / "shared" / "iati-2.03" / "iati-activities-schema.xsd"
+
+
+@pytest.fixture(scope="module")
+def catalog(kafka_bootstrap, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("catalog-api")
+    service = ServiceProcess(
+        "catalog_service",
+        database_url=f"sqlite:///{directory / 'catalog.sqlite3'}",
+        kafka_bootstrap=kafka_bootstrap,
+        log_path=directory / "catalog.log",
+        plan_files=json.dumps([str(DEFAULT_PLAN_FILES[0]), str(SYNTHETIC)]),
+    ).start()
+    try:
+        service.wait_status("/readyz", 200, timeout=120)
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            yield client
+    finally:
+        service.stop()
+
+
+def ids(response: httpx.Response) -> list[str]:
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_plans_are_listed_with_counts(catalog):
+    plans = catalog.get("/v1/plans").json()["items"]
+    assert [plan["id"] for plan in plans] == ["caj-2006", "synthetic-2030"]
+    plan = catalog.get("/v1/plans/caj-2006").json()
+    assert plan["commitments"] == 106
+    assert sum(plan["commitments_by_condition"].values()) == 106
+    assert [pillar["name"] for pillar in plan["pillars"]] == [
+        "Political dialogue", "Intra-regional cooperation", "Business promotion", "Intellectual dialogue",
+        "Cultural and human exchanges",
+    ]
+
+
+def test_every_commitment_text_is_at_its_offsets_in_the_served_source(catalog):
+    source = catalog.get("/v1/plans/caj-2006/source")
+    assert source.headers["content-type"].startswith("text/plain")
+    text = source.text
+    offset, seen = 0, 0
+    while True:
+        page = catalog.get("/v1/commitments", params={"plan_id": "caj-2006", "limit": 100, "offset": offset}).json()
+        for item in page["items"]:
+            assert text[item["source"]["start"]:item["source"]["end"]] == item["text"]
+            seen += 1
+        if not page["next"]:
+            break
+        offset += 100
+    assert seen == 106
+
+
+def test_border_control_offer_is_requestable_only_by_tajikistan_and_afghanistan(catalog):
+    commitment = catalog.get("/v1/commitments/caj-2006-2-1-04").json()
+    assert commitment["condition"]["type"] == "on_request"
+    assert commitment["requestable_by"] == ["TJ", "AF"]
+    assert commitment["revision"] == 1 and commitment["plan_id"] == "caj-2006"
+    by_af = ids(catalog.get("/v1/commitments", params={"requestable_by": "AF"}))
+    assert by_af == ["caj-2006-2-1-04"]
+    by_kz = ids(catalog.get("/v1/commitments", params={"requestable_by": "KZ", "plan_id": "caj-2006"}))
+    assert "caj-2006-2-1-04" not in by_kz and "caj-2006-2-1-05" in by_kz
+
+
+@pytest.mark.parametrize(
+    ("params", "check"),
+    [
+        ({"pillar": 3}, lambda item: item["pillar"]["number"] == 3),
+        ({"section": "2(2)"}, lambda item: item["section_code"] == "2(2)"),
+        ({"section": "2(2) Clearance of anti-personnel mines"}, lambda item: item["section_code"] == "2(2)"),
+        ({"actor": "KZ"}, lambda item: "KZ" in item["actors"]),
+        ({"beneficiary": "AF"}, lambda item: "AF" in item["beneficiaries"]),
+        ({"condition": "joint_interest"}, lambda item: item["condition"]["type"] == "joint_interest"),
+        ({"kind": "achievement"}, lambda item: item["kind"] == "achievement"),
+        ({"sector": "15250"}, lambda item: "15250" in item["sectors"]),
+        ({"q": "ARAL SEA"}, lambda item: "aral sea" in (item["text"] + item["section"]).lower()),
+    ],
+)
+def test_filters(catalog, params, check):
+    response = catalog.get("/v1/commitments", params=params | {"limit": 100})
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert items, f"{params} matched nothing"
+    assert all(check(item) for item in items)
+    assert response.json()["total"] == len(items)
+
+
+def test_joint_interest_offer_requires_all_four_central_asian_countries(catalog):
+    items = catalog.get("/v1/commitments", params={"condition": "joint_interest", "plan_id": "caj-2006"}).json()["items"]
+    assert [item["id"] for item in items] == ["caj-2006-3-0-09"]
+    assert items[0]["condition"]["required_countries"] == ["KZ", "KG", "TJ", "UZ"]
+
+
+def test_pagination_walks_every_commitment_once(catalog):
+    first = catalog.get("/v1/commitments", params={"limit": 50}).json()
+    assert first["total"] == 109 and len(first["items"]) == 50 and first["offset"] == 0
+    second = catalog.get(first["next"]).json()
+    third = catalog.get(second["next"]).json()
+    assert third["next"] is None and len(third["items"]) == 9
+    all_ids = [item["id"] for page in (first, second, third) for item in page["items"]]
+    assert len(set(all_ids)) == 109
+
+
+def test_etag_and_if_none_match(catalog):
+    response = catalog.get("/v1/commitments", params={"pillar": 2})
+    etag = response.headers["etag"]
+    assert "max-age" in response.headers["cache-control"]
+    again = catalog.get("/v1/commitments", params={"pillar": 2}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other_query = catalog.get("/v1/commitments", params={"pillar": 3}, headers={"If-None-Match": etag})
+    assert other_query.status_code == 200
+    single = catalog.get("/v1/commitments/caj-2006-2-2-04")
+    assert catalog.get("/v1/commitments/caj-2006-2-2-04", headers={"If-None-Match": f'W/{single.headers["etag"]}'}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "reason"),
+    [
+        ("/v1/commitments/caj-2006-9-9-99", {}, 404, "commitment_not_found"),
+        ("/v1/commitments/NOT-AN-ID", {}, 404, "commitment_not_found"),
+        ("/v1/plans/caj-1999", {}, 404, "plan_not_found"),
+        ("/v1/plans/caj-1999/iati.xml", {}, 404, "plan_not_found"),
+        ("/v1/commitments", {"pillar": 9}, 422, "validation_failed"),
+        ("/v1/commitments", {"beneficiary": "XX"}, 422, "validation_failed"),
+        ("/v1/commitments", {"condition": "if_asked"}, 422, "validation_failed"),
+        ("/v1/commitments", {"limit": 101}, 422, "validation_failed"),
+        ("/v1/commitments", {"sector": "152"}, 422, "validation_failed"),
+        ("/v1/commitments", {"pilar": 2}, 422, "unknown_parameter"),
+    ],
+)
+def test_errors_are_problem_json_with_a_reason(catalog, path, params, status, reason):
+    response = catalog.get(path, params=params)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["reason"] == reason
+    assert response.json()["status"] == status
+
+
+def test_iati_export_validates_against_the_iati_2_03_schema(catalog):
+    assert IATI_SCHEMA.exists(), f"the IATI schemas are expected at {IATI_SCHEMA}"
+    schema = etree.XMLSchema(etree.parse(str(IATI_SCHEMA)))
+    response = catalog.get("/v1/plans/caj-2006/iati.xml")
+    assert response.headers["content-type"].startswith("application/xml")
+    document = etree.fromstring(response.content)
+    assert schema.validate(document), schema.error_log
+    activities = document.findall("iati-activity")
+    assert len(activities) == 106
+    ns = {"caj": "https://caj-tracker.org/ns/iati-extension/1"}
+    border = next(a for a in activities if a.findtext("iati-identifier").endswith("caj-2006-2-1-04"))
+    assert [c.get("code") for c in border.findall("recipient-country")] == ["TJ", "AF"]
+    trigger = border.find("caj:activation-trigger", ns)
+    assert trigger.get("type") == "on_request"
+    assert [c.get("code") for c in trigger.findall("caj:eligible-country", ns)] == ["TJ", "AF"]
+    assert border.find("document-link").get("url").endswith("/v1/plans/caj-2006/source")
+    afforestation = next(a for a in activities if a.findtext("iati-identifier").endswith("caj-2006-2-5-08"))
+    assert afforestation.find("conditions").get("attached") == "1"
+    assert afforestation.find("conditions/condition").get("type") == "2"  # performance
+
+
+def test_catalog_metrics(catalog):
+    catalog.get("/v1/commitments/caj-2006-2-1-04")
+    metrics = catalog.get("/metrics").text
+    assert 'caj_catalog_commitments{condition_type="on_request",pillar="2"} 8.0' in metrics
+    assert 'caj_catalog_commitments{condition_type="joint_interest",pillar="3"} 1.0' in metrics
+    assert 'route="/v1/commitments/{commitment_id}"' in metrics
