@@ -15,6 +15,7 @@ access_log = logging.getLogger("caj.access")
 REQUEST_ID_HEADER = "x-request-id"
 # Accept a caller's id only if it is short and harmless in logs.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 
 
 class RequestContextMiddleware:
@@ -25,7 +26,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        incoming = next((value for name, value in scope["headers"] if name == _HEADER_BYTES), b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -36,17 +37,18 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message["headers"], (_HEADER_BYTES, request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                )
             request_id_var.reset(token)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
@@ -60,13 +61,9 @@ class ServiceRuntime:
         self.engine = make_engine(
             self.settings.resolved_database_url(), sqlite_synchronous=self.settings.sqlite_synchronous
         )
-        self.producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=self.settings.client_id)
-        self.relay = OutboxRelay(
-            engine=self.engine,
-            producer=self.producer,
-            poll_interval=self.settings.outbox_poll_interval_seconds,
-            batch_size=self.settings.outbox_batch_size,
-        )
+        # Kafka clients need a running event loop: they are made in start().
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
         self.expected_revision = head_revision(self.migrations_package)
         self.kafka_connected = False
         self._connect_task: asyncio.Task | None = None
@@ -74,6 +71,13 @@ class ServiceRuntime:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self.producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=self.settings.client_id)
+        self.relay = OutboxRelay(
+            engine=self.engine,
+            producer=self.producer,
+            poll_interval=self.settings.outbox_poll_interval_seconds,
+            batch_size=self.settings.outbox_batch_size,
+        )
         self._connect_task = asyncio.create_task(self._connect_kafka(), name="kafka-connect")
 
     async def _connect_kafka(self) -> None:
@@ -132,8 +136,9 @@ class ServiceRuntime:
                 pass
         for consumer in self.consumers:
             await consumer.stop()
-        await self.relay.stop()
-        if self.kafka_connected:
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.kafka_connected and self.producer is not None:
             await self.producer.stop()
         self.engine.dispose()
 
@@ -157,7 +162,7 @@ class ServiceRuntime:
         return CheckResult(True)
 
     async def _check_kafka(self) -> CheckResult:
-        if not self.kafka_connected:
+        if not self.kafka_connected or self.producer is None or self.relay is None:
             return CheckResult(False, "not connected yet")
         if not self.relay.running:
             return CheckResult(False, "outbox relay stopped")

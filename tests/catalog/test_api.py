@@ -177,3 +177,23 @@ def test_catalog_metrics(catalog):
     assert 'caj_catalog_commitments{condition_type="on_request",pillar="2"} 8.0' in metrics
     assert 'caj_catalog_commitments{condition_type="joint_interest",pillar="3"} 1.0' in metrics
     assert 'route="/v1/commitments/{commitment_id}"' in metrics
+
+
+def test_remembered_pages_match_fresh_ones_and_refusals_are_never_remembered(catalog):
+    first = catalog.get("/v1/commitments?beneficiary=TJ&limit=5")
+    again = catalog.get("/v1/commitments?beneficiary=TJ&limit=5")
+    assert first.content == again.content and first.headers["etag"] == again.headers["etag"]
+    other = catalog.get("/v1/commitments?beneficiary=TJ&limit=5&offset=5")
+    assert ids(other) and set(ids(other)).isdisjoint(ids(first))
+    for _ in range(2):
+        assert catalog.get("/v1/commitments?pillar=9").status_code == 422
+
+
+def test_page_cache_is_bounded():
+    from catalog_service.snapshot import CatalogSnapshot
+
+    snapshot = CatalogSnapshot(plans={}, source_texts={}, commitments=[], by_id={}, agencies=[], fingerprint="f",
+                               page_cache_size=3)
+    for number in range(5):
+        snapshot.remember_page(str(number).encode(), (b"{}", '"e"'))
+    assert list(snapshot.page_cache) == [b"2", b"3", b"4"]

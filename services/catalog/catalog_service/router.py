@@ -1,4 +1,7 @@
-"""The catalog's public API under /v1/."""
+"""The catalog's public API under /v1/.
+
+Handlers are `async` on purpose: they only read the in-memory snapshot, and a
+sync handler would cost a thread-pool hop per request."""
 
 import hashlib
 import json
@@ -7,7 +10,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalog_service.http_caching import cached_response
 from catalog_service.iati import plan_to_iati_xml
@@ -37,7 +41,7 @@ class AgencyList(BaseModel):
     items: list[AgencyRead]
 
 
-def current_snapshot(request: Request) -> CatalogSnapshot:
+async def current_snapshot(request: Request) -> CatalogSnapshot:
     snapshot = getattr(request.app.state, "catalog", None)
     if snapshot is None:
         raise ProblemError(503, "catalog_loading", "The catalog is still loading", "Try again in a moment.")
@@ -50,7 +54,7 @@ Snapshot = Annotated[CatalogSnapshot, Depends(current_snapshot)]
 def only_known_parameters(*allowed: str):
     """A misspelt filter must not silently return everything."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         unknown = sorted(set(request.query_params) - set(allowed))
         if unknown:
             raise ProblemError(
@@ -74,7 +78,7 @@ def _json(value) -> bytes:
 
 @router.get("/plans", response_model=PlanList, summary="The plans in the catalog",
             dependencies=[only_known_parameters()])
-def list_plans(request: Request, snapshot: Snapshot) -> Response:
+async def list_plans(request: Request, snapshot: Snapshot) -> Response:
     body = PlanList(items=list(snapshot.plans.values())).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "plans"), media_type="application/json")
 
@@ -88,7 +92,7 @@ def _plan(snapshot: CatalogSnapshot, plan_id: str) -> PlanRead:
 
 @router.get("/plans/{plan_id}", response_model=PlanRead, summary="One plan, with counts by pillar and condition",
             responses={404: {"description": "No such plan"}}, dependencies=[only_known_parameters()])
-def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
     body = _plan(snapshot, plan_id).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "plan", plan_id), media_type="application/json")
 
@@ -96,7 +100,7 @@ def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
 @router.get("/plans/{plan_id}/source", summary="The plan's source text; commitments' offsets point into it",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
-def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
     _plan(snapshot, plan_id)
     body = snapshot.source_texts[plan_id].encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "source", plan_id),
@@ -106,7 +110,7 @@ def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Re
 @router.get("/plans/{plan_id}/iati.xml", summary="The plan as IATI 2.03 activities",
             response_class=Response, responses={200: {"content": {"application/xml": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
-def get_plan_iati(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan_iati(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
     plan = _plan(snapshot, plan_id)
     base_url = str(request.base_url).rstrip("/")
     body = plan_to_iati_xml(plan, [view.read for view in snapshot.commitments_of(plan_id)], base_url=base_url)
@@ -114,48 +118,93 @@ def get_plan_iati(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Resp
                            media_type="application/xml")
 
 
-COMMITMENT_FILTERS = ("plan_id", "pillar", "section", "actor", "beneficiary", "requestable_by", "condition", "kind",
-                      "sector", "q", "limit", "offset")
+class CommitmentQuery(BaseModel):
+    """Filters and page of GET /v1/commitments. Validated as one model: one
+    pass over the query string, and unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: str | None = Field(default=None, max_length=64)
+    pillar: int | None = Field(default=None, ge=1, le=5, description="Pillar number, 1-5")
+    section: str | None = Field(default=None, max_length=200, description='Section code such as "2(2)", or its full heading')
+    actor: CountryCode | None = Field(default=None, description="A country that commits")
+    beneficiary: CountryCode | None = Field(default=None, description="A country that benefits")
+    requestable_by: CountryCode | None = Field(default=None, description="A country whose request counts toward the condition")
+    condition: ConditionType | None = Field(default=None, description="Condition type")
+    kind: CommitmentKind | None = None
+    sector: str | None = Field(default=None, pattern=r"^\d{5}$", description="OECD DAC CRS purpose code")
+    q: str | None = Field(default=None, min_length=2, max_length=200, description="Words in the text, section or condition")
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+_COMMITMENT_QUERY_FIELDS = frozenset(CommitmentQuery.model_fields)
+
+
+def _openapi_query_parameters(model: type[BaseModel]) -> list[dict]:
+    """Document a query model's fields as OpenAPI parameters."""
+    schema = model.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": False, "schema": field_schema,
+         "description": field_schema.get("description", "")}
+        for name, field_schema in schema["properties"].items()
+    ]
+
+
+def parse_commitment_query(request: Request) -> CommitmentQuery:
+    """Validated here rather than by FastAPI's per-parameter machinery, which
+    cost more than the rest of the request (see bench/catalog_list.py)."""
+    params = request.query_params
+    unknown = sorted(set(params) - _COMMITMENT_QUERY_FIELDS)
+    if unknown:
+        raise ProblemError(422, "unknown_parameter", "Unknown query parameter",
+                           f"{', '.join(unknown)} is not a parameter here; known: "
+                           f"{', '.join(sorted(CommitmentQuery.model_fields))}")
+    repeated = sorted(name for name in set(params) if len(params.getlist(name)) > 1)
+    if repeated:
+        raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
+    try:
+        return CommitmentQuery.model_validate(dict(params))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [dict(item, loc=("query", *item["loc"])) for item in error.errors(include_url=False)]
+        ) from error
 
 
 @router.get("/commitments", response_model=CommitmentPage, summary="Commitments, filtered and paginated",
-            dependencies=[only_known_parameters(*COMMITMENT_FILTERS)])
-def list_commitments(
-    request: Request,
-    snapshot: Snapshot,
-    plan_id: Annotated[str | None, Query(max_length=64)] = None,
-    pillar: Annotated[int | None, Query(ge=1, le=5, description="Pillar number, 1-5")] = None,
-    section: Annotated[str | None, Query(max_length=200, description='Section code such as "2(2)", or its full heading')] = None,
-    actor: Annotated[CountryCode | None, Query(description="A country that commits")] = None,
-    beneficiary: Annotated[CountryCode | None, Query(description="A country that benefits")] = None,
-    requestable_by: Annotated[CountryCode | None, Query(description="A country whose request counts toward the condition")] = None,
-    condition: Annotated[ConditionType | None, Query(description="Condition type")] = None,
-    kind: Annotated[CommitmentKind | None, Query()] = None,
-    sector: Annotated[str | None, Query(pattern=r"^\d{5}$", description="OECD DAC CRS purpose code")] = None,
-    q: Annotated[str | None, Query(min_length=2, max_length=200, description="Words in the text, section or condition")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> Response:
-    criteria = CommitmentFilter(plan_id=plan_id, pillar=pillar, section=section, actor=actor, beneficiary=beneficiary,
-                                requestable_by=requestable_by, condition=condition, kind=kind, sector=sector, q=q)
+            openapi_extra={"parameters": _openapi_query_parameters(CommitmentQuery)},
+            responses={422: {"description": "A filter is not valid or not known"}})
+async def list_commitments(request: Request) -> Response:
+    snapshot = await current_snapshot(request)
+    query_string = request.scope["query_string"]
+    page = snapshot.cached_page(query_string)
+    if page is None:  # only valid queries are remembered, so a hit needs no validation
+        page = render_commitment_page(snapshot, parse_commitment_query(request), request.query_params)
+        snapshot.remember_page(query_string, page)
+    body, etag = page
+    return cached_response(request, body=body, etag=etag, media_type="application/json")
+
+
+def render_commitment_page(snapshot: CatalogSnapshot, query: CommitmentQuery, raw_params) -> tuple[bytes, str]:
+    criteria = CommitmentFilter(**query.model_dump(exclude={"limit", "offset"}))
+    limit, offset = query.limit, query.offset
     matching = snapshot.query(criteria)
     page = matching[offset: offset + limit]
     next_link = None
     if offset + limit < len(matching):
-        params = [(name, value) for name, value in request.query_params.items() if name != "offset"]
+        params = [(name, value) for name, value in raw_params.items() if name != "offset"]
         next_link = "/v1/commitments?" + urlencode(params + [("offset", str(offset + limit))])
-    # The items are pre-rendered JSON; only the envelope is built per request.
+    # The items are pre-rendered JSON; only the envelope is built here.
     body = b"".join((
         b'{"items":[', b",".join(view.json for view in page), b'],"total":', str(len(matching)).encode(),
         b',"limit":', str(limit).encode(), b',"offset":', str(offset).encode(), b',"next":', _json(next_link), b"}",
     ))
-    etag = _etag(snapshot, "commitments", str(sorted(request.query_params.multi_items())))
-    return cached_response(request, body=body, etag=etag, media_type="application/json")
+    return body, _etag(snapshot, "commitments", str(sorted(raw_params.multi_items())))
 
 
 @router.get("/commitments/{commitment_id}", response_model=CommitmentRead, summary="One commitment",
             responses={404: {"description": "No such commitment"}}, dependencies=[only_known_parameters()])
-def get_commitment(
+async def get_commitment(
     request: Request, snapshot: Snapshot,
     commitment_id: Annotated[str, Path(max_length=100)],
 ) -> Response:
@@ -168,6 +217,6 @@ def get_commitment(
 
 @router.get("/agencies", response_model=AgencyList, summary="Agencies the plans name or imply as responsible",
             dependencies=[only_known_parameters()])
-def list_agencies(request: Request, snapshot: Snapshot) -> Response:
+async def list_agencies(request: Request, snapshot: Snapshot) -> Response:
     body = AgencyList(items=snapshot.agencies).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "agencies"), media_type="application/json")

@@ -106,6 +106,18 @@ class CatalogSnapshot:
     agencies: list[AgencyRead]
     fingerprint: str
     by_pillar_and_condition: dict[tuple[int, str], int] = field(default_factory=dict)
+    # Rendered list pages by raw query string. The snapshot never changes, so a
+    # page never goes stale; a new snapshot starts with an empty cache.
+    page_cache: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
+    page_cache_size: int = 1024
+
+    def cached_page(self, query_string: bytes) -> tuple[bytes, str] | None:
+        return self.page_cache.get(query_string)
+
+    def remember_page(self, query_string: bytes, page: tuple[bytes, str]) -> None:
+        if len(self.page_cache) >= self.page_cache_size:
+            self.page_cache.pop(next(iter(self.page_cache)))  # oldest first
+        self.page_cache[query_string] = page
 
     def query(self, criteria: CommitmentFilter) -> list[CommitmentView]:
         return [view for view in self.commitments if criteria.matches(view)]
