@@ -1,7 +1,11 @@
 """`caj`: operate caj-tracker from the command line."""
 
+import asyncio
+import os
+
 import typer
 
+from caj import keys as key_admin
 from caj import stack
 from caj.services import SERVICES
 from shared import migrations
@@ -11,6 +15,13 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 stack_app = typer.Typer(help="The whole local system: Kafka and the three services.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(stack_app, name="stack")
+keys_app = typer.Typer(help="API keys: create (shown once), revoke, list.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+BootstrapOption = typer.Option(
+    os.environ.get("CAJ_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    "--bootstrap-servers", help="Kafka bootstrap servers (env CAJ_KAFKA_BOOTSTRAP_SERVERS)",
+)
 
 ServiceOption = typer.Option("all", "--service", "-s", help="catalog, requests, notifications or all")
 
@@ -75,3 +86,55 @@ def stack_status() -> None:
         pid = stack.running_pid(info)
         typer.echo(f"{info.name:<14} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
     raise typer.Exit(0 if ready else 1)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="partner, coordinator or operator"),
+    country: str = typer.Option(None, help="Partners: the agency's country (ISO alpha-2, e.g. TJ)"),
+    agency: str = typer.Option(None, help="Partners: the agency id (e.g. tj-mfa); new agencies are registered"),
+    agency_name: str = typer.Option(None, help="Partners: the agency's name, when registering it"),
+    label: str = typer.Option(None, help="A note to tell keys apart"),
+    bootstrap_servers: str = BootstrapOption,
+) -> None:
+    """Create a key and print it. It is shown only this once."""
+    if role not in ("partner", "coordinator", "operator"):
+        raise typer.BadParameter("role must be partner, coordinator or operator", param_hint="--role")
+    try:
+        record, full_key, registered = asyncio.run(key_admin.create_key(
+            bootstrap_servers, role=role, agency_id=agency, country=country.upper() if country else None,
+            agency_name=agency_name, label=label,
+        ))
+    except (key_admin.KeyAdminError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    if registered:
+        typer.echo(f"registered agency {agency} ({record.country})", err=True)
+    typer.echo(f"created {role} key {record.key_id}; store it now, it is not shown again:", err=True)
+    typer.echo(full_key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id (the 16 hex digits after caj_)"),
+                bootstrap_servers: str = BootstrapOption) -> None:
+    """Revoke a key; every service refuses it within seconds."""
+    try:
+        record = asyncio.run(key_admin.revoke_key(bootstrap_servers, key_id))
+    except key_admin.KeyAdminError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"revoked {record.key_id} at {record.revoked_at.isoformat()}")
+
+
+@keys_app.command("list")
+def keys_list(bootstrap_servers: str = BootstrapOption) -> None:
+    """Every key (never its secret) and every registered agency."""
+    keys, agencies = asyncio.run(key_admin.list_keys(bootstrap_servers))
+    typer.echo(f"{'key id':<18}{'role':<13}{'agency':<22}{'country':<9}{'created':<22}revoked")
+    for record in keys:
+        typer.echo(
+            f"{record.key_id:<18}{record.role:<13}{record.agency_id or '-':<22}{record.country or '-':<9}"
+            f"{record.created_at.strftime('%Y-%m-%d %H:%M:%S'):<22}"
+            f"{record.revoked_at.strftime('%Y-%m-%d %H:%M:%S') if record.revoked_at else '-'}"
+        )
+    typer.echo(f"\n{len(agencies)} registered agencies: " + ", ".join(f"{a.agency_id} ({a.country})" for a in agencies))

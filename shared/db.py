@@ -12,7 +12,13 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", sqlite_begin: str = "IMMEDIATE", echo: bool = False
+) -> Engine:
+    """`sqlite_begin`: IMMEDIATE takes SQLite's write lock when a transaction
+    starts, so a transaction that reads then writes waits its turn instead of
+    failing with SQLITE_BUSY when another writer committed in between. Engines
+    used only for reading pass DEFERRED, so readers never wait for writers."""
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -31,6 +37,13 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = Fals
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # Let SQLAlchemy, not the driver, start transactions (below): the
+            # driver's own handling breaks SAVEPOINT and cannot BEGIN IMMEDIATE.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection) -> None:  # noqa: ANN001
+            connection.exec_driver_sql(f"BEGIN {sqlite_begin}")
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -75,8 +75,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         reason = _REASONS_BY_STATUS.get(error.status_code, "error")
-        title = error.detail if isinstance(error.detail, str) else reason.replace("_", " ")
+        detail = error.detail if isinstance(error.detail, str) else None
         return problem_response(
-            status=error.status_code, reason=reason, title=title, instance=request.url.path,
+            status=error.status_code, reason=reason, title=reason.replace("_", " ").capitalize(), detail=detail,
+            instance=request.url.path,
             headers=dict(error.headers) if error.headers else None,
         )

@@ -19,8 +19,11 @@ from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
 from shared import metrics
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.consumer import Handler, IdempotentConsumer
-from shared.db import make_engine, ping
+from shared.db import is_sqlite, make_engine, ping
+from shared.group_commit import GroupCommitWriter
+from shared.identity import KeyStore, RateLimiter
 from shared.kafka import make_producer
 from shared.logging import configure_logging
 from shared.migrations import current_revision, head_revision
@@ -28,7 +31,7 @@ from shared.outbox import OutboxRelay, outbox_backlog
 from shared.problems import install_problem_handlers
 from shared.request_context import RequestContextMiddleware
 from shared.settings import ServiceSettings
-from shared.topics import TopicSpec, ensure_topics
+from shared.topics import IDENTITY_KEYS, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +56,37 @@ class ServiceRuntime:
     topics: tuple[TopicSpec, ...] = ()
     consumer_specs: tuple[ConsumerSpec, ...] = ()
     dead_letter_topic: TopicSpec | None = None
+    # Gauges computed from the database when /metrics is scraped.
+    metric_refreshers: tuple[Callable[[Session], None], ...] = ()
+    # Reads API keys from identity.keys: for services that authenticate callers.
+    identity: bool = False
     # Service-specific readiness checks, e.g. "the catalog is loaded".
     extra_checks: dict[str, Callable[[], CheckResult]] = field(default_factory=dict)
     consumers: list[IdempotentConsumer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.engine = make_engine(
-            self.settings.resolved_database_url(), sqlite_synchronous=self.settings.sqlite_synchronous
+        url = self.settings.resolved_database_url()
+        self.engine = make_engine(url, sqlite_synchronous=self.settings.sqlite_synchronous)
+        # Reads never wait for SQLite's write lock; on PostgreSQL one engine serves both.
+        self.read_engine = (
+            make_engine(url, sqlite_synchronous=self.settings.sqlite_synchronous, sqlite_begin="DEFERRED")
+            if is_sqlite(url) else self.engine
         )
+        self.writer = GroupCommitWriter(self.engine, max_batch=self.settings.group_commit_max_batch)
         # Kafka clients need a running event loop: they are made in start().
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.expected_revision = head_revision(self.migrations_package)
+        self.key_store: KeyStore | None = None
         self.kafka_connected = False
         self._connect_task: asyncio.Task | None = None
         self._kafka_check: tuple[float, CheckResult] | None = None
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self.writer.start()
+        if self.identity:
+            self.key_store = KeyStore(self.settings.kafka_bootstrap_servers)
         self.producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=self.settings.client_id)
         self.relay = OutboxRelay(
             engine=self.engine,
@@ -94,6 +110,14 @@ class ServiceRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.relay.start()
+        if self.key_store is not None:
+            while True:
+                try:
+                    await self.key_store.start()
+                    break
+                except Exception as error:
+                    log.warning("key store cannot start yet (%s); retrying", error)
+                    await asyncio.sleep(1.0)
         for spec in self.consumer_specs:
             if self.dead_letter_topic is None:
                 raise RuntimeError("a consuming service needs a dead-letter topic")
@@ -125,6 +149,8 @@ class ServiceRuntime:
             specs.extend(consumer_spec.topics)
         if self.dead_letter_topic:
             specs.append(self.dead_letter_topic)
+        if self.identity:
+            specs.append(IDENTITY_KEYS)
         return specs
 
     async def stop(self) -> None:
@@ -136,17 +162,29 @@ class ServiceRuntime:
                 pass
         for consumer in self.consumers:
             await consumer.stop()
+        if self.key_store is not None:
+            await self.key_store.stop()
         if self.relay is not None:
             await self.relay.stop()
+        await self.writer.stop()
         if self.kafka_connected and self.producer is not None:
             await self.producer.stop()
         self.engine.dispose()
+        self.read_engine.dispose()
 
     # -- health ----------------------------------------------------------------
     async def readiness(self) -> dict[str, CheckResult]:
         checks = {"database": await asyncio.to_thread(self._check_database), "kafka": await self._check_kafka()}
         if self.consumer_specs:
             checks["consumers"] = self._check_consumers()
+        if self.identity:
+            store = self.key_store
+            if store is None or not store.running:
+                checks["identity"] = CheckResult(False, "key store not started")
+            elif not store.caught_up:
+                checks["identity"] = CheckResult(False, "reading identity.keys")
+            else:
+                checks["identity"] = CheckResult(True)
         for name, check in self.extra_checks.items():
             checks[name] = check()
         return checks
@@ -191,9 +229,11 @@ class ServiceRuntime:
             return CheckResult(False, "consumers starting")
         return CheckResult(True)
 
-    def refresh_outbox_gauges(self) -> None:
-        with Session(self.engine) as session:
+    def refresh_gauges(self) -> None:
+        with Session(self.read_engine) as session:
             backlog, oldest_age = outbox_backlog(session)
+            for refresh in self.metric_refreshers:
+                refresh(session)
         metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
         metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(oldest_age)
 
@@ -213,6 +253,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await runtime.start()
+        app.state.key_store = runtime.key_store
         startup = asyncio.create_task(on_startup(app), name="service-startup") if on_startup else None
         try:
             yield
@@ -223,7 +264,9 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.HttpMetricsMiddleware, service=settings.service_name)
     app.add_middleware(RequestContextMiddleware)
 
@@ -244,9 +287,9 @@ def create_service_app(
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics():
         try:
-            await asyncio.to_thread(runtime.refresh_outbox_gauges)
+            await asyncio.to_thread(runtime.refresh_gauges)
         except Exception:
-            log.warning("could not read the outbox backlog", exc_info=True)
+            log.warning("could not refresh gauges from the database", exc_info=True)
         return metrics.metrics_response()
 
     for router in routers:

@@ -31,7 +31,13 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_seconds: float = 1.0
     outbox_batch_size: int = 500
     consumer_max_attempts: int = 3
+    # Concurrent writes are committed together, up to this many per commit.
+    group_commit_max_batch: int = 128
     readiness_timeout_seconds: float = 2.0
+    # API limits (OWASP API4): request bodies, and requests per key.
+    max_body_bytes: int = 64 * 1024
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 40
     log_level: str = "INFO"
     log_json: bool = True
 

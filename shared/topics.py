@@ -53,6 +53,15 @@ NOTIFICATIONS_DEAD_LETTER = TopicSpec(
 )
 
 
+IDENTITY_KEYS = TopicSpec(
+    "identity.keys",
+    # One partition: every service reads it whole, in the order it was written.
+    partitions=1,
+    config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    description="API keys (hashed) and registered agencies, written by the caj CLI; compacted.",
+)
+
+
 def consumer_dead_letter_topic(service: str) -> TopicSpec:
     """Where a service's consumer puts messages it cannot process."""
     return TopicSpec(
@@ -68,6 +77,7 @@ NOTIFICATIONS_DLQ = consumer_dead_letter_topic("notifications")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG_COMMITMENTS,
+    IDENTITY_KEYS,
     REQUESTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     NOTIFICATIONS_DEAD_LETTER,

@@ -65,5 +65,5 @@ async def test_broker_does_not_create_topics_by_accident(kafka_bootstrap, topic_
 def test_topic_names_are_unique_and_compaction_only_where_state_is_kept():
     names = [spec.name for spec in ALL_TOPICS]
     assert len(names) == len(set(names))
-    assert [spec.name for spec in ALL_TOPICS if spec.compacted] == ["catalog.commitments"]
+    assert [spec.name for spec in ALL_TOPICS if spec.compacted] == ["catalog.commitments", "identity.keys"]
     assert isinstance(CATALOG_COMMITMENTS, TopicSpec)

@@ -2,8 +2,10 @@
 
 from fastapi import FastAPI
 
+from requests_service import metrics
 from requests_service.config import RequestsSettings
 from requests_service.consumers import handle_catalog_event
+from requests_service.router import router
 from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
 from shared.topics import CATALOG_COMMITMENTS, REQUESTS_DLQ, REQUESTS_EVENTS
 
@@ -17,11 +19,14 @@ def create_app(settings: RequestsSettings | None = None) -> FastAPI:
             ConsumerSpec(group_id="requests.offers", topics=(CATALOG_COMMITMENTS,), handler=handle_catalog_event),
         ),
         dead_letter_topic=REQUESTS_DLQ,
+        identity=True,
+        metric_refreshers=(metrics.refresh,),
     )
     return create_service_app(
         runtime,
         title="caj-tracker requests",
         description="Assistance requests from Central Asian partner agencies, and the offers they activate.",
+        routers=[router],
     )
 
 

@@ -1,0 +1,28 @@
+from prometheus_client import Counter, Gauge
+from sqlmodel import Session, func, select
+
+from requests_service.models import OfferActivationRow, OfferRow, RequestRow
+
+REQUESTS_SUBMITTED = Counter("caj_requests_submitted_total", "Requests accepted", ["country"])
+REQUESTS_REFUSED = Counter("caj_requests_refused_total", "Requests refused, by reason", ["reason"])
+REQUESTS_BY_STATUS = Gauge("caj_requests_by_status", "Requests in each lifecycle status", ["status"])
+OFFERS_ACTIVATED = Gauge(
+    "caj_offers_activated", "Conditional offers activated (for at least one country), by condition type",
+    ["condition_type"],
+)
+STATUSES = ("submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn")
+
+
+def refresh(session: Session) -> None:
+    """Scrape-time gauges: the database is the truth, whichever replica wrote it."""
+    by_status = dict(session.exec(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
+    for status in STATUSES:
+        REQUESTS_BY_STATUS.labels(status).set(by_status.get(status, 0))
+    activated = session.exec(
+        select(OfferRow.condition_type, func.count(func.distinct(OfferActivationRow.commitment_id)))
+        .join(OfferRow, OfferRow.commitment_id == OfferActivationRow.commitment_id)
+        .group_by(OfferRow.condition_type)
+    ).all()
+    counts = dict(activated)
+    for condition_type in ("on_request", "joint_interest", "regional_agreement", "evidence"):
+        OFFERS_ACTIVATED.labels(condition_type).set(counts.get(condition_type, 0))

@@ -1,0 +1,106 @@
+"""Request and response bodies of the requests API."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.catalog import ConditionType, CountryCode
+from shared.contracts.requests import RequestStatus
+
+
+class RequestCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    commitment_id: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9-]+$")
+    title: str = Field(min_length=3, max_length=200)
+    description: str = Field(min_length=1, max_length=10_000)
+    reference: str | None = Field(default=None, max_length=100, description="The agency's own reference")
+
+
+class RequestRead(BaseModel):
+    id: str
+    commitment_id: str
+    country: CountryCode
+    agency_id: str
+    title: str
+    description: str
+    reference: str | None
+    status: RequestStatus
+    created_at: datetime
+    updated_at: datetime
+    links: dict[str, str]
+
+
+class RequestPage(BaseModel):
+    items: list[RequestRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor_role: str
+    actor_key_id: str
+    actor_agency_id: str | None
+    from_status: RequestStatus | None
+    to_status: RequestStatus
+    note: str | None
+
+
+class HistoryRead(BaseModel):
+    request_id: str
+    items: list[HistoryEntry]
+
+
+class TransitionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    to: RequestStatus
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class AgreementCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reference: str = Field(min_length=3, max_length=500, description="Where the agreement is written down")
+    parties: list[CountryCode] = Field(min_length=1, max_length=6)
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class EvidenceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reference: str = Field(min_length=3, max_length=500, description="e.g. an evaluation report's title or address")
+    note: str | None = Field(default=None, max_length=5_000)
+
+
+class ConditionRecordRead(BaseModel):
+    id: str
+    commitment_id: str
+    kind: Literal["agreement", "evidence"]
+    reference: str
+    parties: list[CountryCode]
+    note: str | None
+    recorded_at: datetime
+
+
+CountryState = Literal["dormant", "requested", "activated"]
+
+
+class OfferRead(BaseModel):
+    commitment_id: str
+    plan_id: str
+    section: str
+    text: str
+    condition_type: ConditionType
+    condition_text: str | None
+    activated: bool
+    activated_at: datetime | None
+    countries: dict[str, CountryState]
+    records: list[ConditionRecordRead]
+
+
+class OfferList(BaseModel):
+    items: list[OfferRead]

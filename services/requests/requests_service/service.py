@@ -1,0 +1,237 @@
+"""What the requests service does, free of HTTP: submit requests, move them
+through their lifecycle, record agreements and evidence, activate offers.
+
+Every function here runs inside one transaction (the group-commit writer's),
+and stages its events in the outbox of that same transaction.
+"""
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from requests_service.conditions import (
+    ALL_COUNTRIES,
+    OfferTerms,
+    accept_request,
+    activation_by_record,
+    allowed_transitions,
+    refuse_request,
+    transition_needs_note,
+)
+from requests_service.models import (
+    OfferActivationRow,
+    OfferInterestRow,
+    OfferRecordRow,
+    OfferRow,
+    RequestHistoryRow,
+    RequestRow,
+)
+from shared.contracts.requests import (
+    OFFER_ACTIVATED,
+    OFFER_INTEREST_REGISTERED,
+    REQUEST_STATUS_CHANGED,
+    REQUEST_SUBMITTED,
+    REQUESTS_SOURCE,
+    OfferActivated,
+    OfferInterestRegistered,
+    RequestStatusChanged,
+    RequestSubmitted,
+)
+from shared.db import is_sqlite
+from shared.events import new_event
+from shared.identity import Principal
+from shared.messaging_models import utcnow
+from shared.outbox import stage_event
+from shared.topics import REQUESTS_EVENTS
+
+
+class DomainError(Exception):
+    def __init__(self, status: int, reason: str, title: str, detail: str, **extensions) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.title, self.detail, self.extensions = status, reason, title, detail, extensions
+
+
+def _stage(session: Session, *, event_type: str, key: str, data) -> None:
+    stage_event(session, topic=REQUESTS_EVENTS.name, key=key, event=new_event(
+        type=event_type, source=REQUESTS_SOURCE, subject=key, data=data.model_dump(mode="json"),
+    ))
+
+
+def terms_of(offer: OfferRow | None) -> OfferTerms | None:
+    if offer is None:
+        return None
+    return OfferTerms(
+        commitment_id=offer.commitment_id, condition_type=offer.condition_type,
+        eligible_countries=tuple(offer.eligible_countries), required_countries=tuple(offer.required_countries),
+        removed=offer.removed,
+    )
+
+
+def _lock_offer(session: Session, commitment_id: str) -> OfferRow | None:
+    """The offer, locked on PostgreSQL so that replicas activate it in turn
+    (on SQLite the write transaction already holds the database's lock)."""
+    statement = select(OfferRow).where(OfferRow.commitment_id == commitment_id)
+    if not is_sqlite(str(session.get_bind().engine.url)):
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+def _activated_countries(session: Session, commitment_id: str) -> set[str]:
+    return set(session.exec(select(OfferActivationRow.country).where(OfferActivationRow.commitment_id == commitment_id)).all())
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    commitment_id: str
+    title: str
+    description: str
+    reference: str | None = None
+
+
+def submit_request(session: Session, *, principal: Principal, new: NewRequest) -> RequestRow:
+    offer = _lock_offer(session, new.commitment_id)
+    country = principal.country or ""
+    refusal = refuse_request(terms_of(offer), new.commitment_id, country)
+    if refusal is not None:
+        extensions = {}
+        if refusal.reason == "country_not_eligible" and offer is not None:
+            extensions["eligible_countries"] = (
+                offer.eligible_countries if offer.condition_type == "on_request" else offer.required_countries
+            )
+        raise DomainError(422, refusal.reason, refusal.title, refusal.detail, **extensions)
+    assert offer is not None
+    now = utcnow()
+    request = RequestRow(
+        id=str(uuid.uuid4()), commitment_id=offer.commitment_id, country=country, agency_id=principal.agency_id or "",
+        title=new.title, description=new.description, reference=new.reference, status="submitted",
+        created_by_key=principal.key_id, created_at=now, updated_at=now,
+    )
+    session.add(request)
+    session.add(RequestHistoryRow(request_id=request.id, at=now, actor_key_id=principal.key_id, actor_role=principal.role,
+                                  actor_agency_id=principal.agency_id, from_status=None, to_status="submitted"))
+    _stage(session, event_type=REQUEST_SUBMITTED, key=request.id, data=RequestSubmitted(
+        request_id=request.id, commitment_id=offer.commitment_id, condition_type=offer.condition_type, country=country,
+        agency_id=request.agency_id, title=request.title, submitted_at=now,
+        responsible_agencies=list(offer.responsible_agencies),
+    ))
+
+    terms = terms_of(offer)
+    interested = set(session.exec(select(OfferInterestRow.country).where(OfferInterestRow.commitment_id == offer.commitment_id)).all())
+    outcome = accept_request(terms, country, activated=_activated_countries(session, offer.commitment_id), interested=interested)
+    if outcome.register_interest:
+        session.add(OfferInterestRow(commitment_id=offer.commitment_id, country=country, request_id=request.id, registered_at=now))
+        _stage(session, event_type=OFFER_INTEREST_REGISTERED, key=offer.commitment_id, data=OfferInterestRegistered(
+            commitment_id=offer.commitment_id, country=country, request_id=request.id,
+            registered_countries=sorted(interested | {country}, key=list(offer.required_countries).index),
+            required_countries=list(offer.required_countries), registered_at=now,
+        ))
+    if outcome.activate_countries:
+        _activate(session, offer, countries=outcome.activate_countries,
+                  trigger="request" if offer.condition_type == "on_request" else "joint_interest",
+                  trigger_id=request.id, requesting_agency_id=request.agency_id)
+    return request
+
+
+def _activate(session: Session, offer: OfferRow, *, countries: tuple[str, ...], trigger: str, trigger_id: str,
+              requesting_agency_id: str | None) -> None:
+    now = utcnow()
+    for country in countries:
+        session.add(OfferActivationRow(commitment_id=offer.commitment_id, country=country, trigger=trigger,
+                                       trigger_id=trigger_id, activated_at=now))
+    _stage(session, event_type=OFFER_ACTIVATED, key=offer.commitment_id, data=OfferActivated(
+        commitment_id=offer.commitment_id, condition_type=offer.condition_type,
+        countries=[c for c in countries if c != ALL_COUNTRIES], trigger=trigger, trigger_id=trigger_id,
+        requesting_agency_id=requesting_agency_id, responsible_agencies=list(offer.responsible_agencies),
+        activated_at=now,
+    ))
+
+
+def transition_request(session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None) -> RequestRow:
+    request = session.get(RequestRow, request_id)
+    if request is None or not can_see(session, principal, request):
+        raise DomainError(404, "request_not_found", "No such request", f"There is no request {request_id!r}.")
+    is_requesting_agency = principal.role == "partner" and principal.agency_id == request.agency_id
+    allowed = allowed_transitions(request.status, role=principal.role, is_requesting_agency=is_requesting_agency)
+    if principal.role not in ("coordinator", "partner") or (principal.role == "partner" and not is_requesting_agency):
+        raise DomainError(403, "forbidden", "Not allowed to change this request",
+                          "Only coordinators, and the requesting agency (to withdraw or answer), change requests.")
+    if to_status not in allowed:
+        raise DomainError(409, "transition_not_allowed", "This transition is not allowed",
+                          f"A {request.status} request cannot become {to_status} by a {principal.role}.",
+                          current_status=request.status, allowed=list(allowed))
+    if transition_needs_note(to_status) and not (note and note.strip()):
+        raise DomainError(422, "note_required", "A reason is required", f"Moving a request to {to_status} needs a note saying why.")
+    now = utcnow()
+    from_status = request.status
+    request.status = to_status
+    request.updated_at = now
+    session.add(request)
+    session.add(RequestHistoryRow(request_id=request.id, at=now, actor_key_id=principal.key_id, actor_role=principal.role,
+                                  actor_agency_id=principal.agency_id, from_status=from_status, to_status=to_status, note=note))
+    offer = session.get(OfferRow, request.commitment_id)
+    _stage(session, event_type=REQUEST_STATUS_CHANGED, key=request.id, data=RequestStatusChanged(
+        request_id=request.id, commitment_id=request.commitment_id, country=request.country, agency_id=request.agency_id,
+        from_status=from_status, to_status=to_status, note=note, changed_by_role=principal.role, changed_at=now,
+        responsible_agencies=list(offer.responsible_agencies) if offer else [],
+    ))
+    return request
+
+
+def record_condition(session: Session, *, principal: Principal, commitment_id: str, kind: str, reference: str,
+                     parties: list[str], note: str | None) -> OfferRecordRow:
+    """A coordinator records an agreement or evidence; it may activate the offer."""
+    offer = _lock_offer(session, commitment_id)
+    if offer is None or offer.removed:
+        raise DomainError(404, "offer_not_found", "No such offer", f"There is no commitment {commitment_id!r}.")
+    expected = {"agreement": "regional_agreement", "evidence": "evidence"}[kind]
+    if offer.condition_type != expected:
+        raise DomainError(409, "condition_mismatch", f"This offer does not take {kind}",
+                          f"{commitment_id} has condition {offer.condition_type}; a {kind} applies to {expected} offers.")
+    if kind == "agreement":
+        unknown = sorted(set(parties) - set(offer.required_countries))
+        if unknown:
+            raise DomainError(422, "not_a_party", "Not a party to this condition",
+                              f"{', '.join(unknown)} is not among the countries concerned: {', '.join(offer.required_countries)}.")
+    record = OfferRecordRow(id=str(uuid.uuid4()), commitment_id=commitment_id, kind=kind, reference=reference,
+                            parties=sorted(set(parties)), note=note, recorded_by_key=principal.key_id, recorded_at=utcnow())
+    session.add(record)
+    recorded_parties: set[str] = set(parties)
+    for earlier in session.exec(select(OfferRecordRow.parties).where(
+            OfferRecordRow.commitment_id == commitment_id, OfferRecordRow.kind == kind)).all():
+        recorded_parties |= set(earlier)
+    countries = activation_by_record(terms_of(offer), kind=kind, recorded_parties=recorded_parties,
+                                     activated=_activated_countries(session, commitment_id))
+    if countries:
+        _activate(session, offer, countries=countries, trigger="regional_agreement" if kind == "agreement" else "evidence",
+                  trigger_id=record.id, requesting_agency_id=None)
+    return record
+
+
+# -- who sees what -------------------------------------------------------------
+def can_see(session: Session, principal: Principal, request: RequestRow) -> bool:
+    """Coordinators and operators see every request; a partner sees its own
+    country's, and an agency the catalog names as responsible sees those
+    made under its commitments."""
+    if principal.role in ("coordinator", "operator"):
+        return True
+    if principal.country == request.country:
+        return True
+    offer = session.get(OfferRow, request.commitment_id)
+    return bool(offer and principal.agency_id and principal.agency_id in offer.responsible_agencies)
+
+
+def visible_requests_filter(session: Session, principal: Principal):
+    """The same rule as `can_see`, as a query condition."""
+    if principal.role in ("coordinator", "operator"):
+        return None
+    responsible_for = [
+        offer.commitment_id for offer in session.exec(select(OfferRow)).all()
+        if principal.agency_id and principal.agency_id in offer.responsible_agencies
+    ]
+    return (col(RequestRow.country) == principal.country) | col(RequestRow.commitment_id).in_(responsible_for)
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    return dict(session.exec(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
