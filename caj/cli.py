@@ -138,3 +138,13 @@ def keys_list(bootstrap_servers: str = BootstrapOption) -> None:
             f"{record.revoked_at.strftime('%Y-%m-%d %H:%M:%S') if record.revoked_at else '-'}"
         )
     typer.echo(f"\n{len(agencies)} registered agencies: " + ", ".join(f"{a.agency_id} ({a.country})" for a in agencies))
+
+
+@app.command("asyncapi")
+def asyncapi() -> None:
+    """Print the AsyncAPI 3.0 document of every topic and event (YAML)."""
+    import yaml
+
+    from shared.contracts.asyncapi import build_asyncapi
+
+    typer.echo(yaml.safe_dump(build_asyncapi(), sort_keys=False, allow_unicode=True, width=120), nl=False)

@@ -9,6 +9,7 @@ import pytest
 
 from caj.keys import revoke_key
 from shared.contracts.requests import OFFER_ACTIVATED, OFFER_INTEREST_REGISTERED, REQUEST_STATUS_CHANGED, REQUEST_SUBMITTED
+from shared.contracts.registry import BY_TYPE
 from shared.events import from_kafka
 from tests.kafka_helpers import read_topic
 from tests.requests.conftest import auth
@@ -66,8 +67,11 @@ def events_about(bootstrap: str, subject: str, expected: int, timeout: float = 2
         until=lambda rs: sum(1 for r in rs if dict(r.headers).get("ce_subject") == subject.encode()) >= expected,
         timeout=timeout,
     ))
-    return [from_kafka(key=r.key, value=r.value, headers=r.headers) for r in records
-            if dict(r.headers).get("ce_subject") == subject.encode()]
+    events = [from_kafka(key=r.key, value=r.value, headers=r.headers) for r in records
+              if dict(r.headers).get("ce_subject") == subject.encode()]
+    for event in events:  # every published event matches its documented model
+        BY_TYPE[event.get_type()].model.model_validate(event.get_data())
+    return events
 
 
 # -- authentication and roles -------------------------------------------------------

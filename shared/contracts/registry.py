@@ -1,0 +1,69 @@
+"""Every event type the system publishes: its payload model, topic, key and
+producer; and who consumes each topic. The AsyncAPI document is built from
+this, and tests check published events against it."""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from shared.contracts.catalog import COMMITMENT_PUBLISHED, COMMITMENT_REMOVED, CommitmentPublished
+from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord
+from shared.contracts.requests import (
+    OFFER_ACTIVATED,
+    OFFER_INTEREST_REGISTERED,
+    REQUEST_STATUS_CHANGED,
+    REQUEST_SUBMITTED,
+    OfferActivated,
+    OfferInterestRegistered,
+    RequestStatusChanged,
+    RequestSubmitted,
+)
+from shared.topics import CATALOG_COMMITMENTS, IDENTITY_KEYS, REQUESTS_EVENTS, TopicSpec
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    model: type[BaseModel] | None  # None: a tombstone, the record value is null
+    topic: TopicSpec
+    key: str
+    producer: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    service: str
+    group_id: str | None  # None: every replica reads the whole topic
+    topics: tuple[TopicSpec, ...]
+    summary: str
+
+
+EVENTS: tuple[EventSpec, ...] = (
+    EventSpec(COMMITMENT_PUBLISHED, CommitmentPublished, CATALOG_COMMITMENTS, "commitment id", "catalog",
+              "The full current state of a commitment, on start when it is new or changed."),
+    EventSpec(COMMITMENT_REMOVED, None, CATALOG_COMMITMENTS, "commitment id", "catalog",
+              "A commitment left the catalog: a tombstone (null value), with the CloudEvents headers."),
+    EventSpec(REQUEST_SUBMITTED, RequestSubmitted, REQUESTS_EVENTS, "request id", "requests",
+              "A partner agency's request was accepted."),
+    EventSpec(REQUEST_STATUS_CHANGED, RequestStatusChanged, REQUESTS_EVENTS, "request id", "requests",
+              "A request moved in its lifecycle."),
+    EventSpec(OFFER_INTEREST_REGISTERED, OfferInterestRegistered, REQUESTS_EVENTS, "commitment id", "requests",
+              "A country showed interest in a joint-interest offer."),
+    EventSpec(OFFER_ACTIVATED, OfferActivated, REQUESTS_EVENTS, "commitment id", "requests",
+              "A conditional offer's condition is met."),
+    EventSpec(API_KEY_CHANGED, ApiKeyRecord, IDENTITY_KEYS, "key:<key id>", "caj CLI",
+              "An API key was created or revoked (the secret is never published, only its hash)."),
+    EventSpec(AGENCY_REGISTERED, AgencyRecord, IDENTITY_KEYS, "agency:<agency id>", "caj CLI",
+              "A partner agency became known, with its first key."),
+)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ConsumerSpec("requests", "requests.offers", (CATALOG_COMMITMENTS,), "Keeps the offers read model."),
+    ConsumerSpec("notifications", "notifications.router", (REQUESTS_EVENTS, CATALOG_COMMITMENTS),
+                 "Alerts the agencies that must act."),
+    ConsumerSpec("requests", None, (IDENTITY_KEYS,), "Current API keys, in memory, in every replica."),
+    ConsumerSpec("notifications", None, (IDENTITY_KEYS,), "Current API keys and partner agencies."),
+)
+
+BY_TYPE = {spec.type: spec for spec in EVENTS}
