@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from shared import metrics
 from shared.events import InvalidEvent, from_kafka
+from shared.group_commit import GroupCommitWriter
 from shared.kafka import make_consumer
 from shared.logging import event_id_var
 from shared.messaging_models import ProcessedEvent
@@ -52,6 +53,7 @@ class IdempotentConsumer:
         dead_letter_topic: str,
         max_attempts: int = 3,
         retry_delay: float = 0.2,
+        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.engine = engine
         self.group_id = group_id
@@ -61,6 +63,9 @@ class IdempotentConsumer:
         self.dead_letter_topic = dead_letter_topic
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
+        # With a writer, effects join the service's group commit (one writer
+        # per SQLite database); without, each event has its own transaction.
+        self.writer = writer
         self.consumer: AIOKafkaConsumer = make_consumer(bootstrap_servers, group_id=group_id, client_id=client_id)
         self._processing = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -118,7 +123,10 @@ class IdempotentConsumer:
             while True:
                 attempt += 1
                 try:
-                    outcome = await asyncio.to_thread(self._apply, event, record)
+                    if self.writer is not None:
+                        outcome = await self.writer.run(lambda session: self._apply_in(session, event, record))
+                    else:
+                        outcome = await asyncio.to_thread(self._apply, event, record)
                     metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
                     return
                 except PoisonMessage as error:
@@ -142,27 +150,32 @@ class IdempotentConsumer:
     def _apply(self, event: CloudEvent, record: ConsumerRecord) -> str:
         """Run the handler and record the event id in one transaction."""
         with Session(self.engine, expire_on_commit=False) as session:
-            seen = session.get(ProcessedEvent, (self.group_id, event.get_source(), event.get_id()))
-            if seen is not None:
-                return "duplicate"
-            outcome = self.handler(session, event) or "processed"
-            session.add(
-                ProcessedEvent(
-                    consumer_group=self.group_id,
-                    event_source=event.get_source(),
-                    event_id=event.get_id(),
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-            )
             try:
+                outcome = self._apply_in(session, event, record)
                 session.commit()
             except IntegrityError:
                 # Another replica committed the same event first: its effects stand.
                 session.rollback()
                 return "duplicate"
             return outcome
+
+    def _apply_in(self, session: Session, event: CloudEvent, record: ConsumerRecord) -> str:
+        seen = session.get(ProcessedEvent, (self.group_id, event.get_source(), event.get_id()))
+        if seen is not None:
+            return "duplicate"
+        outcome = self.handler(session, event) or "processed"
+        session.add(
+            ProcessedEvent(
+                consumer_group=self.group_id,
+                event_source=event.get_source(),
+                event_id=event.get_id(),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        )
+        session.flush()
+        return outcome
 
     async def _dead_letter(self, record: ConsumerRecord, *, reason: str, detail: str) -> None:
         headers = [(name, value) for name, value in record.headers if not name.startswith("dlq.")]

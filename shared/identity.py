@@ -167,8 +167,9 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def authenticate_request(request: Request) -> Principal:
-    """The caller, or 401; then the per-key rate limit, or 429."""
+async def authenticate_request(request: Request) -> Principal:
+    """The caller, or 401; then the per-key rate limit, or 429. Async: it only
+    reads memory, and a sync dependency would cost a thread-pool hop."""
     key_store: KeyStore | None = getattr(request.app.state, "key_store", None)
     presented = _presented_key(request)
     if not presented:

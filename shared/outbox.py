@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select, text
 
 from shared import metrics
 from shared.db import is_sqlite
-from shared.events import from_json, to_json, to_kafka
+from shared.events import record_from_envelope, to_json
+from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
 from shared.messaging_models import OutboxMessage, as_utc
 
@@ -35,18 +36,18 @@ _wakers: "weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]]" = weakref
 _RELAY_LOCK_ID = 4_206_2006
 
 
-def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> OutboxMessage:
-    """Queue `event` for publishing when (and only if) `session` commits."""
-    message = OutboxMessage(
-        event_id=event.get_id(),
-        topic=topic,
-        message_key=key,
-        event_type=event.get_type(),
-        envelope=to_json(event),
-    )
-    session.add(message)
+_INSERT_OUTBOX = insert(OutboxMessage.__table__)
+
+
+def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> str:
+    """Queue `event` for publishing when (and only if) `session` commits;
+    returns its id. A plain INSERT, not an ORM object: this is on every write path."""
+    session.execute(_INSERT_OUTBOX, {
+        "event_id": event.get_id(), "topic": topic, "message_key": key, "event_type": event.get_type(),
+        "envelope": to_json(event), "created_at": datetime.now(UTC), "attempts": 0,
+    })
     session.info[_PENDING_FLAG] = True
-    return message
+    return event.get_id()
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -81,8 +82,12 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         poll_interval: float = 1.0,
         batch_size: int = 500,
+        writer: "GroupCommitWriter | None" = None,
     ) -> None:
         self.engine = engine
+        # With a writer, marking rows joins the service's group commit instead
+        # of competing with it for SQLite's single write lock.
+        self.writer = writer
         self.producer = producer
         self.poll_interval = poll_interval
         self.batch_size = batch_size
@@ -149,7 +154,7 @@ class OutboxRelay:
         try:
             acknowledgements = []
             for row in rows:
-                record = to_kafka(from_json(row.envelope), key=row.message_key)
+                record = record_from_envelope(row.envelope, key=row.message_key)
                 acknowledgements.append(
                     await self.producer.send(row.topic, value=record.value, key=record.key, headers=record.headers)
                 )
@@ -164,7 +169,11 @@ class OutboxRelay:
             token = event_id_var.set(row.event_id)
             log.debug("published %s to %s", row.event_type, row.topic)
             event_id_var.reset(token)
-        await asyncio.to_thread(self._mark_published, [row.id for row in rows])
+        ids = [row.id for row in rows]
+        if self.writer is not None:
+            await self.writer.run(lambda session: self._mark_in(session, ids))
+        else:
+            await asyncio.to_thread(self._mark_published, ids)
         return len(rows)
 
     def _load_pending(self) -> list[OutboxMessage]:
@@ -179,12 +188,16 @@ class OutboxRelay:
 
     def _mark_published(self, ids: list[int | None]) -> None:
         with Session(self.engine) as session:
-            session.exec(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(ids))
-                .values(published_at=datetime.now(UTC), attempts=OutboxMessage.attempts + 1, last_error=None)
-            )
+            self._mark_in(session, ids)
             session.commit()
+
+    @staticmethod
+    def _mark_in(session: Session, ids: list[int | None]) -> None:
+        session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(ids))
+            .values(published_at=datetime.now(UTC), attempts=OutboxMessage.attempts + 1, last_error=None)
+        )
 
     def _record_failure(self, ids: list[int | None], error: str) -> None:
         with Session(self.engine) as session:

@@ -93,6 +93,7 @@ class ServiceRuntime:
             producer=self.producer,
             poll_interval=self.settings.outbox_poll_interval_seconds,
             batch_size=self.settings.outbox_batch_size,
+            writer=self.writer,
         )
         self._connect_task = asyncio.create_task(self._connect_kafka(), name="kafka-connect")
 
@@ -131,6 +132,7 @@ class ServiceRuntime:
                 producer=self.producer,
                 dead_letter_topic=self.dead_letter_topic.name,
                 max_attempts=self.settings.consumer_max_attempts,
+                writer=self.writer,
             )
             while True:
                 try:

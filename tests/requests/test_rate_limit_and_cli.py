@@ -19,7 +19,12 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap, keys, tm
                              rate_limit_per_second="0.5", rate_limit_burst="3").start()
     try:
         service.wait_status("/readyz", 200, timeout=120)
-        busy, calm = keys.make("operator"), keys.make("operator")
+        busy, calm, probe = keys.make("operator"), keys.make("operator"), keys.make("operator")
+        # identity.keys has one partition: once the last key is known, all are.
+        deadline = time.monotonic() + 10
+        while httpx.get(service.base_url + "/v1/offers", headers=auth(probe)).status_code == 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         statuses = [httpx.get(service.base_url + "/v1/requests", headers=auth(busy)).status_code for _ in range(5)]
         assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
         limited = httpx.get(service.base_url + "/v1/requests", headers=auth(busy))

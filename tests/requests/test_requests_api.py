@@ -32,10 +32,18 @@ def api(stack):
         yield client
 
 
+def wait_until_accepted(api, key: str, timeout: float = 10) -> None:
+    """A new key reaches the service through Kafka, a moment after it is made."""
+    deadline = time.monotonic() + timeout
+    while api.get("/v1/requests", headers=auth(key)).status_code != 200:
+        assert time.monotonic() < deadline, "the new key never reached the service"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
-def people(keys):
+def people(keys, api):
     """Keys for the cast, one agency each, made once for the module."""
-    return {
+    cast = {
         "tj": keys.make("partner", country="TJ", agency="tj-border-service"),
         "tj_other_agency": keys.make("partner", country="TJ", agency="tj-mfa"),
         "af": keys.make("partner", country="AF", agency="af-mfa"),
@@ -47,6 +55,9 @@ def people(keys):
         "coordinator": keys.make("coordinator"),
         "operator": keys.make("operator"),
     }
+    for key in cast.values():
+        wait_until_accepted(api, key)
+    return cast
 
 
 def submit(api, key: str, payload: dict, **headers) -> httpx.Response:
@@ -308,7 +319,7 @@ def test_limits(api, people):
 # -- revocation -------------------------------------------------------------------------------
 def test_revoked_key_is_refused_within_seconds(api, keys, kafka_bootstrap):
     key = keys.make("partner", country="UZ", agency="uz-water")
-    assert api.get("/v1/requests", headers=auth(key)).status_code == 200
+    wait_until_accepted(api, key)
     key_id = key.split("_")[1]
     asyncio.run(revoke_key(kafka_bootstrap, key_id))
     deadline = time.monotonic() + 10

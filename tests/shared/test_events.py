@@ -1,5 +1,6 @@
 """The CloudEvents envelope and its binary-mode Kafka binding, without a broker."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -57,3 +58,20 @@ def test_structured_json_round_trip_for_storage():
 def test_malformed_records_are_refused_with_a_reason(headers, value, reason):
     with pytest.raises(InvalidEvent, match=reason):
         from_kafka(key=None, value=value, headers=headers)
+
+
+@pytest.mark.parametrize("data", [{"countries": ["TJ"], "n": 1, "text": "Душанбе"}, None])
+def test_the_relays_fast_path_writes_what_the_sdk_writes(data):
+    from shared.events import record_from_envelope
+
+    event = new_event(type="t.v1", source="/tests", subject="caj-2006-2-1-04", data=data)
+    fast = record_from_envelope(to_json(event), key="caj-2006-2-1-04")
+    sdk = to_kafka(event, key="caj-2006-2-1-04")
+    assert fast.key == sdk.key
+    assert dict(fast.headers) == dict(sdk.headers)
+    if data is None:
+        assert fast.value is None and sdk.value is None
+    else:
+        assert json.loads(fast.value) == json.loads(sdk.value)
+    parsed = from_kafka(key=fast.key, value=fast.value, headers=fast.headers)
+    assert parsed.get_attributes() == dict(event.get_attributes(), partitionkey="caj-2006-2-1-04")

@@ -5,11 +5,10 @@ through the group-commit writer, so concurrent submissions share a commit."""
 
 import asyncio
 import hashlib
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
@@ -39,6 +38,7 @@ from requests_service.schemas import (
 from requests_service.service import (
     DomainError,
     NewRequest,
+    SubmittedRequest,
     can_see,
     record_condition,
     submit_request,
@@ -68,7 +68,7 @@ def _problem(error: DomainError) -> ProblemError:
     return ProblemError(error.status, error.reason, error.title, error.detail, **error.extensions)
 
 
-def _request_read(row: RequestRow) -> RequestRead:
+def _request_read(row: "RequestRow | SubmittedRequest") -> RequestRead:
     return RequestRead(
         id=row.id, commitment_id=row.commitment_id, country=row.country, agency_id=row.agency_id, title=row.title,
         description=row.description, reference=row.reference, status=row.status, created_at=row.created_at,
@@ -94,7 +94,7 @@ async def create_request(
     body: RequestCreate,
     principal: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=200, description="Repeat a POST safely")] = None,
-) -> JSONResponse:
+) -> Response:
     require_roles(principal, "partner")
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     if idempotency_key:
@@ -102,7 +102,7 @@ async def create_request(
         if replay is not None:
             return replay
 
-    def work(session: Session) -> tuple[RequestRow, str]:
+    def work(session: Session) -> tuple[SubmittedRequest, str]:
         row = submit_request(session, principal=principal, new=NewRequest(**body.model_dump()))
         response_body = _request_read(row).model_dump_json()
         if idempotency_key:
@@ -123,10 +123,11 @@ async def create_request(
             return replay
         raise ProblemError(409, "conflict", "Conflicting write", "Retry the request.") from error
     metrics.REQUESTS_SUBMITTED.labels(row.country).inc()
-    return JSONResponse(json.loads(response_body), status_code=201, headers={"Location": f"/v1/requests/{row.id}"})
+    return Response(response_body, status_code=201, media_type="application/json",
+                    headers={"Location": f"/v1/requests/{row.id}"})
 
 
-def _stored_response(request: Request, principal: Principal, key: str, fingerprint: str) -> JSONResponse | None:
+def _stored_response(request: Request, principal: Principal, key: str, fingerprint: str) -> Response | None:
     with _read_session(request) as session:
         stored = session.get(IdempotencyRow, (principal.key_id, key))
     if stored is None:
@@ -135,8 +136,8 @@ def _stored_response(request: Request, principal: Principal, key: str, fingerpri
         metrics.REQUESTS_REFUSED.labels("idempotency_key_reused").inc()
         raise ProblemError(422, "idempotency_key_reused", "Idempotency-Key already used for another body",
                            "This Idempotency-Key was used with a different request body; use a new key.")
-    return JSONResponse(json.loads(stored.response_body), status_code=stored.status_code,
-                        headers={"Location": f"/v1/requests/{stored.resource_id}", "Idempotent-Replayed": "true"})
+    return Response(stored.response_body, status_code=stored.status_code, media_type="application/json",
+                    headers={"Location": f"/v1/requests/{stored.resource_id}", "Idempotent-Replayed": "true"})
 
 
 @router.get("/requests", response_model=RequestPage, summary="Requests the caller may see")

@@ -6,9 +6,10 @@ and stages its events in the outbox of that same transaction.
 """
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func, insert
 from sqlmodel import Session, col, select
 
 from requests_service.conditions import (
@@ -59,7 +60,7 @@ def _stage(session: Session, *, event_type: str, key: str, data) -> None:
     ))
 
 
-def terms_of(offer: OfferRow | None) -> OfferTerms | None:
+def terms_of(offer) -> OfferTerms | None:
     if offer is None:
         return None
     return OfferTerms(
@@ -69,17 +70,38 @@ def terms_of(offer: OfferRow | None) -> OfferTerms | None:
     )
 
 
-def _lock_offer(session: Session, commitment_id: str) -> OfferRow | None:
-    """The offer, locked on PostgreSQL so that replicas activate it in turn
-    (on SQLite the write transaction already holds the database's lock)."""
-    statement = select(OfferRow).where(OfferRow.commitment_id == commitment_id)
-    if not is_sqlite(str(session.get_bind().engine.url)):
-        statement = statement.with_for_update()
-    return session.exec(statement).first()
+# Built once: these run on every submission, and building statements (and
+# ORM objects) costs more than running them on SQLite.
+_OFFERS = OfferRow.__table__
+_SELECT_OFFER = select(_OFFERS).where(_OFFERS.c.commitment_id == bindparam("id"))
+_SELECT_OFFER_FOR_UPDATE = _SELECT_OFFER.with_for_update()
+_INSERT_REQUEST = insert(RequestRow.__table__)
+
+
+def _lock_offer(session: Session, commitment_id: str):
+    """The offer (a row with OfferRow's columns as attributes), locked on
+    PostgreSQL so that replicas activate it in turn; on SQLite the write
+    transaction already holds the database's lock."""
+    sqlite = is_sqlite(str(session.get_bind().engine.url))
+    statement = _SELECT_OFFER if sqlite else _SELECT_OFFER_FOR_UPDATE
+    return session.execute(statement, {"id": commitment_id}).first()
+
+
+_ACTIVATED_COUNTRIES = select(OfferActivationRow.country).where(OfferActivationRow.commitment_id == bindparam("id"))
+_INTERESTED_COUNTRIES = select(OfferInterestRow.country).where(OfferInterestRow.commitment_id == bindparam("id"))
+_INSERT_HISTORY = insert(RequestHistoryRow.__table__)
 
 
 def _activated_countries(session: Session, commitment_id: str) -> set[str]:
-    return set(session.exec(select(OfferActivationRow.country).where(OfferActivationRow.commitment_id == commitment_id)).all())
+    return set(session.scalars(_ACTIVATED_COUNTRIES, {"id": commitment_id}).all())
+
+
+def _record_history(session: Session, *, request_id: str, at, principal: Principal, from_status: str | None,
+                    to_status: str, note: str | None = None) -> None:
+    session.execute(_INSERT_HISTORY, {
+        "request_id": request_id, "at": at, "actor_key_id": principal.key_id, "actor_role": principal.role,
+        "actor_agency_id": principal.agency_id, "from_status": from_status, "to_status": to_status, "note": note,
+    })
 
 
 @dataclass(frozen=True)
@@ -90,7 +112,24 @@ class NewRequest:
     reference: str | None = None
 
 
-def submit_request(session: Session, *, principal: Principal, new: NewRequest) -> RequestRow:
+@dataclass(frozen=True)
+class SubmittedRequest:
+    """A new request's stored values (RequestRow's columns)."""
+
+    id: str
+    commitment_id: str
+    country: str
+    agency_id: str
+    title: str
+    description: str
+    reference: str | None
+    status: str
+    created_by_key: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def submit_request(session: Session, *, principal: Principal, new: NewRequest) -> SubmittedRequest:
     offer = _lock_offer(session, new.commitment_id)
     country = principal.country or ""
     refusal = refuse_request(terms_of(offer), new.commitment_id, country)
@@ -103,14 +142,13 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
         raise DomainError(422, refusal.reason, refusal.title, refusal.detail, **extensions)
     assert offer is not None
     now = utcnow()
-    request = RequestRow(
+    request = SubmittedRequest(
         id=str(uuid.uuid4()), commitment_id=offer.commitment_id, country=country, agency_id=principal.agency_id or "",
         title=new.title, description=new.description, reference=new.reference, status="submitted",
         created_by_key=principal.key_id, created_at=now, updated_at=now,
     )
-    session.add(request)
-    session.add(RequestHistoryRow(request_id=request.id, at=now, actor_key_id=principal.key_id, actor_role=principal.role,
-                                  actor_agency_id=principal.agency_id, from_status=None, to_status="submitted"))
+    session.execute(_INSERT_REQUEST, asdict(request))
+    _record_history(session, request_id=request.id, at=now, principal=principal, from_status=None, to_status="submitted")
     _stage(session, event_type=REQUEST_SUBMITTED, key=request.id, data=RequestSubmitted(
         request_id=request.id, commitment_id=offer.commitment_id, condition_type=offer.condition_type, country=country,
         agency_id=request.agency_id, title=request.title, submitted_at=now,
@@ -118,7 +156,10 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
     ))
 
     terms = terms_of(offer)
-    interested = set(session.exec(select(OfferInterestRow.country).where(OfferInterestRow.commitment_id == offer.commitment_id)).all())
+    interested = (
+        set(session.scalars(_INTERESTED_COUNTRIES, {"id": offer.commitment_id}).all())
+        if offer.condition_type == "joint_interest" else set()
+    )
     outcome = accept_request(terms, country, activated=_activated_countries(session, offer.commitment_id), interested=interested)
     if outcome.register_interest:
         session.add(OfferInterestRow(commitment_id=offer.commitment_id, country=country, request_id=request.id, registered_at=now))
@@ -134,7 +175,7 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
     return request
 
 
-def _activate(session: Session, offer: OfferRow, *, countries: tuple[str, ...], trigger: str, trigger_id: str,
+def _activate(session: Session, offer, *, countries: tuple[str, ...], trigger: str, trigger_id: str,
               requesting_agency_id: str | None) -> None:
     now = utcnow()
     for country in countries:
@@ -168,8 +209,8 @@ def transition_request(session: Session, *, principal: Principal, request_id: st
     request.status = to_status
     request.updated_at = now
     session.add(request)
-    session.add(RequestHistoryRow(request_id=request.id, at=now, actor_key_id=principal.key_id, actor_role=principal.role,
-                                  actor_agency_id=principal.agency_id, from_status=from_status, to_status=to_status, note=note))
+    _record_history(session, request_id=request.id, at=now, principal=principal, from_status=from_status,
+                    to_status=to_status, note=note)
     offer = session.get(OfferRow, request.commitment_id)
     _stage(session, event_type=REQUEST_STATUS_CHANGED, key=request.id, data=RequestStatusChanged(
         request_id=request.id, commitment_id=request.commitment_id, country=request.country, agency_id=request.agency_id,
