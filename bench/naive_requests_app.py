@@ -31,7 +31,8 @@ app = FastAPI()
 def create(body: RequestCreate) -> dict:
     row = NaiveRequest(id=str(uuid.uuid4()), commitment_id=body.commitment_id, title=body.title,
                        description=body.description, created_at=datetime.now(UTC))
+    row_id = row.id
     with Session(engine) as session:
         session.add(row)
         session.commit()
-    return {"id": row.id, "status": "submitted"}
+    return {"id": row_id, "status": "submitted"}

@@ -65,6 +65,7 @@ class GroupCommitWriter:
 
     def _commit_batch(self, works: list[Work]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
+        after_commit: list[Callable[[], None]] = []
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 for work in works:
@@ -74,12 +75,25 @@ class GroupCommitWriter:
                         session.flush()
                         savepoint.commit()
                         outcomes.append((True, result))
+                        after_commit.extend(session.info.pop(AFTER_COMMIT, []))
                     except Exception as error:
                         savepoint.rollback()
+                        session.info.pop(AFTER_COMMIT, None)  # its work was undone
                         outcomes.append((False, error))
                 session.commit()
         except Exception as error:
             # The commit itself failed: nothing in the batch was stored.
             log.exception("group commit of %d operations failed", len(works))
             return [(False, error) for _ in works]
+        for callback in after_commit:
+            callback()
         return outcomes
+
+
+AFTER_COMMIT = "after_commit_callbacks"
+
+
+def call_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the work this session is doing is committed (and
+    never if it is undone): for caches of facts that must be durable first."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)

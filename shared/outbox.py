@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select, text
 
 from shared import metrics
 from shared.db import is_sqlite
-from shared.events import record_from_envelope, to_json
+from shared.events import envelope_json, record_from_envelope, to_json
 from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
 from shared.messaging_models import OutboxMessage, as_utc
@@ -41,13 +41,27 @@ _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> str:
     """Queue `event` for publishing when (and only if) `session` commits;
-    returns its id. A plain INSERT, not an ORM object: this is on every write path."""
+    returns its id."""
+    return _stage(session, topic=topic, key=key, event_id=event.get_id(), event_type=event.get_type(),
+                  envelope=to_json(event))
+
+
+def stage_new_event(
+    session: Session, *, topic: str, key: str, type: str, source: str, subject: str | None, data: dict | None
+) -> str:
+    """`stage_event(new_event(...))` without the SDK objects, for hot write paths."""
+    event_id, envelope = envelope_json(type=type, source=source, subject=subject, data=data)
+    return _stage(session, topic=topic, key=key, event_id=event_id, event_type=type, envelope=envelope)
+
+
+def _stage(session: Session, *, topic: str, key: str | None, event_id: str, event_type: str, envelope: str) -> str:
+    # A plain INSERT, not an ORM object: this is on every write path.
     session.execute(_INSERT_OUTBOX, {
-        "event_id": event.get_id(), "topic": topic, "message_key": key, "event_type": event.get_type(),
-        "envelope": to_json(event), "created_at": datetime.now(UTC), "attempts": 0,
+        "event_id": event_id, "topic": topic, "message_key": key, "event_type": event_type,
+        "envelope": envelope, "created_at": datetime.now(UTC), "attempts": 0,
     })
     session.info[_PENDING_FLAG] = True
-    return event.get_id()
+    return event_id
 
 
 @sa_event.listens_for(Session, "after_commit")

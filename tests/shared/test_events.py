@@ -75,3 +75,17 @@ def test_the_relays_fast_path_writes_what_the_sdk_writes(data):
         assert json.loads(fast.value) == json.loads(sdk.value)
     parsed = from_kafka(key=fast.key, value=fast.value, headers=fast.headers)
     assert parsed.get_attributes() == dict(event.get_attributes(), partitionkey="caj-2006-2-1-04")
+
+
+def test_envelope_built_directly_reads_back_as_the_sdk_event():
+    from shared.events import envelope_json
+
+    event_id, document = envelope_json(type="t.v1", source="/tests", subject="s", data={"a": ["TJ"]})
+    event = from_json(document)
+    reference = new_event(type="t.v1", source="/tests", subject="s", data={"a": ["TJ"]}, id=event_id,
+                          time=event.get_time())
+    assert event.get_attributes() == reference.get_attributes()
+    assert event.get_data() == {"a": ["TJ"]}
+    assert json.loads(document) == json.loads(to_json(reference))
+    _, tombstone = envelope_json(type="t.removed.v1", source="/tests", subject="s", data=None)
+    assert "data" not in json.loads(tombstone) and from_json(tombstone).get_data() is None

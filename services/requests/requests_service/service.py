@@ -6,10 +6,12 @@ and stages its events in the outbox of that same transaction.
 """
 
 import uuid
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from requests_service.conditions import (
@@ -41,10 +43,10 @@ from shared.contracts.requests import (
     RequestSubmitted,
 )
 from shared.db import is_sqlite
-from shared.events import new_event
+from shared.group_commit import call_after_commit
 from shared.identity import Principal
 from shared.messaging_models import utcnow
-from shared.outbox import stage_event
+from shared.outbox import stage_new_event
 from shared.topics import REQUESTS_EVENTS
 
 
@@ -55,9 +57,8 @@ class DomainError(Exception):
 
 
 def _stage(session: Session, *, event_type: str, key: str, data) -> None:
-    stage_event(session, topic=REQUESTS_EVENTS.name, key=key, event=new_event(
-        type=event_type, source=REQUESTS_SOURCE, subject=key, data=data.model_dump(mode="json"),
-    ))
+    stage_new_event(session, topic=REQUESTS_EVENTS.name, key=key, type=event_type, source=REQUESTS_SOURCE,
+                    subject=key, data=data.model_dump(mode="json"))
 
 
 def terms_of(offer) -> OfferTerms | None:
@@ -94,6 +95,22 @@ _INSERT_HISTORY = insert(RequestHistoryRow.__table__)
 
 def _activated_countries(session: Session, commitment_id: str) -> set[str]:
     return set(session.scalars(_ACTIVATED_COUNTRIES, {"id": commitment_id}).all())
+
+
+# Activations are never undone, so "this offer is active for this country",
+# once committed, stays true: each process remembers such facts per database
+# and skips the query for them. (Only committed facts are remembered.)
+_known_activations: "weakref.WeakKeyDictionary[Engine, set[tuple[str, str]]]" = weakref.WeakKeyDictionary()
+
+
+def _is_known_active(session: Session, commitment_id: str, country: str) -> bool:
+    return (commitment_id, country) in _known_activations.get(session.get_bind().engine, ())
+
+
+def _remember_active_after_commit(session: Session, commitment_id: str, countries) -> None:
+    known = _known_activations.setdefault(session.get_bind().engine, set())
+    facts = [(commitment_id, country) for country in countries]
+    call_after_commit(session, lambda: known.update(facts))
 
 
 def _record_history(session: Session, *, request_id: str, at, principal: Principal, from_status: str | None,
@@ -156,11 +173,16 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
     ))
 
     terms = terms_of(offer)
+    if offer.condition_type == "on_request" and _is_known_active(session, offer.commitment_id, country):
+        return request  # already active for this country: nothing more to do
     interested = (
         set(session.scalars(_INTERESTED_COUNTRIES, {"id": offer.commitment_id}).all())
         if offer.condition_type == "joint_interest" else set()
     )
-    outcome = accept_request(terms, country, activated=_activated_countries(session, offer.commitment_id), interested=interested)
+    activated = _activated_countries(session, offer.commitment_id)
+    outcome = accept_request(terms, country, activated=activated, interested=interested)
+    if offer.condition_type == "on_request":
+        _remember_active_after_commit(session, offer.commitment_id, activated | set(outcome.activate_countries))
     if outcome.register_interest:
         session.add(OfferInterestRow(commitment_id=offer.commitment_id, country=country, request_id=request.id, registered_at=now))
         _stage(session, event_type=OFFER_INTEREST_REGISTERED, key=offer.commitment_id, data=OfferInterestRegistered(
