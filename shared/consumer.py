@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from shared import metrics
@@ -37,6 +38,15 @@ Handler = Callable[[Session, CloudEvent], str | None]
 
 class PoisonMessage(Exception):
     """Raised by a handler for a record that can never be processed."""
+
+
+class AlreadyProcessed(Exception):
+    """The inbox already holds this event: another replica handled it."""
+
+
+# Errors that say the database cannot be used right now (down, locked, pool
+# exhausted, schema not migrated yet), as opposed to a record it cannot take.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, ProgrammingError)
 
 
 class IdempotentConsumer:
@@ -98,18 +108,32 @@ class IdempotentConsumer:
 
     # -- the loop --------------------------------------------------------------
     async def run(self) -> None:
+        failures = 0
         while True:
-            batches = await self.consumer.getmany(timeout_ms=500)
-            async with self._processing:
-                assignment = self.consumer.assignment()
-                for partition, records in batches.items():
-                    if partition not in assignment:
-                        continue  # revoked meanwhile; its new owner reads these
-                    for record in records:
-                        await self._consume(record)
-                        self._uncommitted[partition] = record.offset + 1
-            await self._commit_uncommitted()
-            await self._update_lag()
+            try:
+                await self._poll_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The loop must not die quietly: log, back off, go on. Records
+                # whose offsets were not committed are read again.
+                failures += 1
+                log.exception("consumer %s loop failed; retrying", self.group_id)
+                await asyncio.sleep(min(0.5 * failures, 5.0))
+
+    async def _poll_once(self) -> None:
+        batches = await self.consumer.getmany(timeout_ms=500)
+        async with self._processing:
+            assignment = self.consumer.assignment()
+            for partition, records in batches.items():
+                if partition not in assignment:
+                    continue  # revoked meanwhile; its new owner reads these
+                for record in records:
+                    await self._consume(record)
+                    self._uncommitted[partition] = record.offset + 1
+        await self._commit_uncommitted()
+        await self._update_lag()
 
     async def _consume(self, record: ConsumerRecord) -> None:
         try:
@@ -129,12 +153,17 @@ class IdempotentConsumer:
                         outcome = await asyncio.to_thread(self._apply, event, record)
                     metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
                     return
+                except AlreadyProcessed:
+                    metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, "duplicate").inc()
+                    return
                 except PoisonMessage as error:
                     await self._dead_letter(record, reason="rejected_by_handler", detail=str(error))
                     return
-                except OperationalError:
-                    # The database is down or locked: wait, never dead-letter for it.
-                    log.warning("database unavailable while consuming; retrying", exc_info=True)
+                except DATABASE_UNAVAILABLE as error:
+                    # The database is down, locked, or not migrated yet: that is
+                    # not the record's fault. Wait; never dead-letter for it.
+                    level = logging.ERROR if attempt % 20 == 0 else logging.WARNING
+                    log.log(level, "database not usable while consuming (%s); retrying", type(error).__name__)
                     await asyncio.sleep(min(self.retry_delay * 2**min(attempt, 5), 5.0))
                 except Exception as error:
                     if attempt >= self.max_attempts:
@@ -150,31 +179,31 @@ class IdempotentConsumer:
     def _apply(self, event: CloudEvent, record: ConsumerRecord) -> str:
         """Run the handler and record the event id in one transaction."""
         with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                outcome = self._apply_in(session, event, record)
-                session.commit()
-            except IntegrityError:
-                # Another replica committed the same event first: its effects stand.
-                session.rollback()
-                return "duplicate"
+            outcome = self._apply_in(session, event, record)
+            session.commit()
             return outcome
 
     def _apply_in(self, session: Session, event: CloudEvent, record: ConsumerRecord) -> str:
-        seen = session.get(ProcessedEvent, (self.group_id, event.get_source(), event.get_id()))
-        if seen is not None:
+        key = (self.group_id, event.get_source(), event.get_id())
+        if session.get(ProcessedEvent, key) is not None:
             return "duplicate"
         outcome = self.handler(session, event) or "processed"
-        session.add(
-            ProcessedEvent(
-                consumer_group=self.group_id,
-                event_source=event.get_source(),
-                event_id=event.get_id(),
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-        )
+        # The handler's own constraint violations surface here, as its errors
+        # (retried, then dead-lettered), never mistaken for a duplicate.
         session.flush()
+        inbox = session.begin_nested()
+        try:
+            session.add(ProcessedEvent(
+                consumer_group=self.group_id, event_source=event.get_source(), event_id=event.get_id(),
+                topic=record.topic, partition=record.partition, offset=record.offset,
+            ))
+            session.flush()
+            inbox.commit()
+        except IntegrityError as error:
+            # Only the inbox row was being written: another replica committed
+            # this event first, and its effects stand.
+            inbox.rollback()
+            raise AlreadyProcessed() from error
         return outcome
 
     async def _dead_letter(self, record: ConsumerRecord, *, reason: str, detail: str) -> None:
@@ -222,7 +251,9 @@ class IdempotentConsumer:
                 del self._uncommitted[partition]
 
     async def _update_lag(self) -> None:
-        for partition in self.consumer.assignment():
+        for partition in list(self.consumer.assignment()):
+            if partition not in self.consumer.assignment():
+                continue  # revoked while we awaited the previous position
             highwater = self.consumer.highwater(partition)
             if highwater is None:
                 continue

@@ -165,30 +165,48 @@ class OutboxRelay:
         rows = await asyncio.to_thread(self._load_pending)
         if not rows:
             return 0
-        try:
-            acknowledgements = []
-            for row in rows:
+        # Send the batch, then keep the longest prefix the broker acknowledged:
+        # those rows are marked published, the first failed row records its
+        # error, and nothing after it counts as sent, so per-key order holds
+        # and a failing row never makes the rows before it go out again.
+        outcomes: list[BaseException | None] = []
+        for row in rows:
+            try:
                 record = record_from_envelope(row.envelope, key=row.message_key)
-                acknowledgements.append(
+                outcomes.append(
                     await self.producer.send(row.topic, value=record.value, key=record.key, headers=record.headers)
                 )
-            await asyncio.gather(*acknowledgements)
-        except Exception as error:
-            await asyncio.to_thread(self._record_failure, [row.id for row in rows], repr(error))
-            for row in rows:
-                metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
-            raise
-        for row in rows:
+            except Exception as error:  # refused before sending: bad envelope, record too large, no topic
+                outcomes.append(error)
+                break
+        results = await asyncio.gather(
+            *(outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)), return_exceptions=True
+        )
+        settled = iter(results)
+        sent, failure = [], None
+        for row, outcome in zip(rows, outcomes):
+            result = outcome if isinstance(outcome, BaseException) else next(settled)
+            if isinstance(result, BaseException):
+                failure = (row, result)
+                break
+            sent.append(row)
+        for row in sent:
             metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="ok").inc()
             token = event_id_var.set(row.event_id)
             log.debug("published %s to %s", row.event_type, row.topic)
             event_id_var.reset(token)
-        ids = [row.id for row in rows]
-        if self.writer is not None:
-            await self.writer.run(lambda session: self._mark_in(session, ids))
-        else:
-            await asyncio.to_thread(self._mark_published, ids)
-        return len(rows)
+        ids = [row.id for row in sent]
+        if ids:
+            if self.writer is not None:
+                await self.writer.run(lambda session: self._mark_in(session, ids))
+            else:
+                await asyncio.to_thread(self._mark_published, ids)
+        if failure is not None:
+            row, error = failure
+            metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
+            await asyncio.to_thread(self._record_failure, [row.id], repr(error))
+            raise RuntimeError(f"outbox row {row.id} ({row.event_type}) was not published: {error!r}") from error
+        return len(sent)
 
     def _load_pending(self) -> list[OutboxMessage]:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -11,6 +11,7 @@ from shared.consumer import IdempotentConsumer, PoisonMessage
 from shared.db import make_engine
 from shared.events import new_event, to_kafka
 from shared.kafka import make_producer
+from shared.messaging_models import ProcessedEvent
 from shared.migrations import upgrade
 from tests.kafka_helpers import create_topic, effects, read_topic, test_metadata
 from tests.shared.test_inbox import wait_committed
@@ -85,6 +86,47 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
         original = {int(dict(r.headers)["dlq.original.offset"]): r for r in letters}
         assert original[1].value == b"{broken"
         assert dict(original[2].headers)["ce_id"] == refused.get_id().encode()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        engine.dispose()
+
+
+async def test_a_handler_breaking_a_constraint_is_dead_lettered_not_taken_for_a_duplicate(
+    kafka_bootstrap, topic_name, database_url
+):
+    upgrade("requests_service", database_url)
+    engine = make_engine(database_url)
+    test_metadata.create_all(engine)
+    dead_letters = topic_name + ".dlq"
+    await create_topic(kafka_bootstrap, topic_name)
+    await create_topic(kafka_bootstrap, dead_letters)
+    producer = make_producer(kafka_bootstrap, client_id="test")
+    await producer.start()
+
+    def handler(session, event):
+        # Every event writes row id 1: the second one breaks the primary key.
+        session.execute(insert(effects).values(id=1, event_id=event.get_id()))
+
+    consumer = IdempotentConsumer(
+        engine=engine, bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic_name}", client_id="test",
+        topics=[topic_name], handler=handler, producer=producer, dead_letter_topic=dead_letters,
+        max_attempts=2, retry_delay=0.01,
+    )
+    await consumer.start()
+    try:
+        first = new_event(type="t.v1", source="/tests/dlq", data={"n": 1})
+        second = new_event(type="t.v1", source="/tests/dlq", data={"n": 2})
+        for event in (first, second):
+            record = to_kafka(event, key="k")
+            await producer.send_and_wait(topic_name, value=record.value, key=record.key, headers=record.headers)
+        await wait_committed(consumer, TopicPartition(topic_name, 0), 2)
+        letters = await read_topic(kafka_bootstrap, dead_letters, until=lambda rs: len(rs) >= 1, timeout=20)
+        assert [dict(r.headers)["ce_id"] for r in letters] == [second.get_id().encode()]
+        assert dict(letters[0].headers)["dlq.reason"] == b"handler_failed"
+        with Session(engine) as session:
+            processed = [row[0] for row in session.execute(select(ProcessedEvent.event_id)).all()]
+        assert processed == [first.get_id()], "a failed event is not recorded as processed"
     finally:
         await consumer.stop()
         await producer.stop()

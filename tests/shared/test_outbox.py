@@ -209,3 +209,40 @@ def test_backlog_and_age_of_the_oldest_unpublished_row(database_url):
         assert count == 2 and 0.3 <= age < 30
     finally:
         engine.dispose()
+
+
+async def test_a_row_the_broker_refuses_stops_the_batch_without_resending_the_rows_before_it(
+    kafka_bootstrap, topic_name, database_url
+):
+    upgrade("catalog_service", database_url)
+    engine = make_engine(database_url)
+    await create_topic(kafka_bootstrap, topic_name)
+    producer = await _started_producer(kafka_bootstrap)
+    with transaction(engine) as session:
+        stage_event(session, topic=topic_name, key="k", event=_event("good-1"))
+        # Over the producer's 1 MB request limit: refused before it is sent.
+        big = new_event(type="org.caj-tracker.test.changed.v1", source="/tests/outbox", subject="too-big",
+                        data={"blob": "x" * 2_000_000})
+        stage_event(session, topic=topic_name, key="k", event=big)
+        stage_event(session, topic=topic_name, key="k", event=_event("good-3"))
+    relay = OutboxRelay(engine=engine, producer=producer, poll_interval=0.1)
+    relay.start()
+    try:
+        def attempts_on_big() -> int:
+            with Session(engine) as session:
+                return session.execute(select(OutboxMessage.attempts).order_by(OutboxMessage.id)).scalars().all()[1]
+
+        assert await wait_for(lambda: attempts_on_big() >= 3, timeout=30), "the relay keeps trying the failed row"
+        records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= 2, timeout=3)
+        assert [dict(r.headers)["ce_subject"] for r in records] == [b"good-1"], (
+            "good-1 sent once; good-3 waits behind the failed row (per-key order)"
+        )
+        with Session(engine) as session:
+            rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.id)).scalars().all()
+        assert rows[0].published_at is not None and rows[0].attempts == 1
+        assert rows[1].published_at is None and "MessageSizeTooLarge" in (rows[1].last_error or "")
+        assert rows[2].published_at is None and rows[2].attempts == 0
+    finally:
+        await relay.stop()
+        await producer.stop()
+        engine.dispose()
