@@ -12,7 +12,7 @@ install: $(INSTALLED)
 
 # Re-runs only when pyproject.toml or the Kafka pom changed.
 $(INSTALLED): pyproject.toml deploy/kafka/pom.xml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	bash deploy/kafka/kafka.sh fetch
 	rm -f $(VENV)/.installed-*

@@ -32,12 +32,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_our_service(pid: int, service: ServiceInfo) -> bool:
+    """The pid file may outlive its process (a reboot): check the command line,
+    so that no stranger that got the same pid is reported or killed."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and service.app_factory in command
+
+
 def running_pid(service: ServiceInfo) -> int | None:
     try:
         pid = int(_pid_file(service).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _is_our_service(pid, service) else None
 
 
 def start_kafka(echo) -> None:

@@ -46,7 +46,10 @@ def make_engine(
             connection.exec_driver_sql(f"BEGIN {sqlite_begin}")
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A database that does not answer must fail fast, not hold a pool thread for minutes.
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=10,
+                         connect_args=connect_args)
 
 
 def ping(engine: Engine) -> None:

@@ -1,5 +1,6 @@
 """RFC 9457 problem+json errors with a machine-readable `reason`."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,6 +72,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail="; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors),
             instance=request.url.path, errors=errors,
         )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the caller gets no internals.
+        logging.getLogger("caj.errors").error("unhandled error on %s", request.url.path, exc_info=error)
+        return problem_response(status=500, reason="internal_error", title="Internal error",
+                                detail="The request failed on our side; it is logged with its request id.",
+                                instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:

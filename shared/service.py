@@ -103,7 +103,8 @@ class ServiceRuntime:
         all_topics = tuple({spec.name: spec for spec in self._all_topics()}.values())
         while True:
             try:
-                await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5)
+                await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5,
+                                    replication_factor=self.settings.kafka_replication_factor)
                 await self.producer.start()
                 break
             except Exception as error:
@@ -119,6 +120,12 @@ class ServiceRuntime:
                 except Exception as error:
                     log.warning("key store cannot start yet (%s); retrying", error)
                     await asyncio.sleep(1.0)
+        if self.consumer_specs:
+            # A consumer must not meet a schema it does not know (a rolling
+            # deploy before `caj db upgrade`): it would dead-letter good records.
+            while not (check := await asyncio.to_thread(self._check_database)).ok:
+                log.warning("consumers wait for the database: %s", check.detail)
+                await asyncio.sleep(2.0)
         for spec in self.consumer_specs:
             if self.dead_letter_topic is None:
                 raise RuntimeError("a consuming service needs a dead-letter topic")
@@ -176,7 +183,13 @@ class ServiceRuntime:
 
     # -- health ----------------------------------------------------------------
     async def readiness(self) -> dict[str, CheckResult]:
-        checks = {"database": await asyncio.to_thread(self._check_database), "kafka": await self._check_kafka()}
+        try:
+            database = await asyncio.wait_for(
+                asyncio.to_thread(self._check_database), timeout=self.settings.readiness_timeout_seconds
+            )
+        except TimeoutError:
+            database = CheckResult(False, "database did not answer in time")
+        checks = {"database": database, "kafka": await self._check_kafka()}
         if self.consumer_specs:
             checks["consumers"] = self._check_consumers()
         if self.identity:
@@ -193,8 +206,9 @@ class ServiceRuntime:
 
     def _check_database(self) -> CheckResult:
         try:
-            ping(self.engine)
-            revision = current_revision(self.engine)
+            # The read engine: a probe must not queue behind writers for SQLite's lock.
+            ping(self.read_engine)
+            revision = current_revision(self.read_engine)
         except Exception as error:
             return CheckResult(False, f"database unreachable: {type(error).__name__}")
         if revision != self.expected_revision:

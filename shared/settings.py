@@ -26,6 +26,8 @@ class ServiceSettings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str | None = None
+    # 1 for the single local broker; 3 on a cluster.
+    kafka_replication_factor: int = 1
     # Fallback poll for rows written by other processes; commits in this
     # process wake the relay at once.
     outbox_poll_interval_seconds: float = 1.0

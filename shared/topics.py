@@ -27,10 +27,15 @@ class TopicSpec:
         return self.config.get("cleanup.policy") == "compact"
 
 
+# Tombstones stay 30 days (the broker's default is one day), so a consumer
+# that was down for longer than a day still learns of a removal.
+_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
+              "delete.retention.ms": str(30 * 24 * 3600 * 1000)}
+
 CATALOG_COMMITMENTS = TopicSpec(
     "catalog.commitments",
     partitions=3,
-    config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    config=_COMPACTED,
     description="Full current state of every commitment, key = commitment id; tombstone on removal.",
 )
 REQUESTS_EVENTS = TopicSpec(
@@ -57,7 +62,7 @@ IDENTITY_KEYS = TopicSpec(
     "identity.keys",
     # One partition: every service reads it whole, in the order it was written.
     partitions=1,
-    config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    config=_COMPACTED,
     description="API keys (hashed) and registered agencies, written by the caj CLI; compacted.",
 )
 
@@ -86,10 +91,21 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+class TopicCreationError(RuntimeError):
+    pass
+
+
 async def ensure_topics(
-    bootstrap_servers: str, topics: tuple[TopicSpec, ...] | list[TopicSpec], *, timeout: float = 60.0
+    bootstrap_servers: str,
+    topics: tuple[TopicSpec, ...] | list[TopicSpec],
+    *,
+    timeout: float = 60.0,
+    replication_factor: int = 1,
 ) -> None:
-    """Create the topics that do not exist yet; retry while the broker starts."""
+    """Create the topics that do not exist yet; retry while the broker starts.
+
+    `replication_factor` is 1 for the single local broker; a cluster wants 3
+    (with min.insync.replicas 2), or -1 for the broker's default."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
@@ -98,21 +114,29 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [spec for spec in topics if spec.name not in existing]
             if missing:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(
                             name=spec.name,
                             num_partitions=spec.partitions,
-                            replication_factor=1,
+                            replication_factor=replication_factor,
                             topic_configs=spec.config,
                         )
                         for spec in missing
                     ]
                 )
+                # The admin client reports per-topic errors in the response, not by raising.
+                failed = [
+                    f"{entry[0]}: error {entry[1]} {entry[2] if len(entry) > 2 and entry[2] else ''}".strip()
+                    for entry in response.topic_errors
+                    if entry[1] not in (0, TopicAlreadyExistsError.errno)
+                ]
+                if failed:
+                    raise TopicCreationError("; ".join(failed))
                 log.info("created topics", extra={"topics": [spec.name for spec in missing]})
             return
-        except TopicAlreadyExistsError:
-            return  # another service created it between our list and create
+        except TopicCreationError:
+            raise  # a refused configuration does not get better by retrying
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise

@@ -73,3 +73,9 @@ def test_one_image_for_all_services():
     for name in SERVICES:
         assert COMPOSE["services"][name]["build"] == "."
     assert Path(REPO_ROOT / "Dockerfile").read_text().count("FROM ") == 1
+
+
+def test_kafka_keeps_its_data_on_the_volume():
+    kafka = COMPOSE["services"]["kafka"]
+    log_dir = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert any(entry.endswith(":" + log_dir) for entry in kafka["volumes"])

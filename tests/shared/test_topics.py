@@ -67,3 +67,19 @@ def test_topic_names_are_unique_and_compaction_only_where_state_is_kept():
     assert len(names) == len(set(names))
     assert [spec.name for spec in ALL_TOPICS if spec.compacted] == ["catalog.commitments", "identity.keys"]
     assert isinstance(CATALOG_COMMITMENTS, TopicSpec)
+
+
+async def test_a_topic_the_broker_refuses_is_an_error_not_a_silent_success(kafka_bootstrap, topic_name):
+    from shared.topics import TopicCreationError
+
+    bad = TopicSpec(topic_name, partitions=1, config={"cleanup.policy": "no-such-policy"})
+    with pytest.raises(TopicCreationError, match=topic_name):
+        await ensure_topics(kafka_bootstrap, [bad], timeout=10)
+
+
+async def test_compacted_topics_keep_tombstones_for_thirty_days(kafka_bootstrap):
+    await ensure_topics(kafka_bootstrap, ALL_TOPICS)
+    _, configs = await _describe(kafka_bootstrap, ["catalog.commitments", "identity.keys"])
+    values = _config_values(configs)
+    for name in ("catalog.commitments", "identity.keys"):
+        assert values[name]["delete.retention.ms"] == str(30 * 24 * 3600 * 1000)
