@@ -7,40 +7,27 @@ throughput, and its p99 is reported beside the bare one's. Three baselines:
 a tiny JSON object; the same 50 items through FastAPI's default
 serialisation; the same page pre-rendered (no work per request at all).
 
-Usage: .venv/bin/python bench/catalog_list.py [--seconds 10] [--connections 32] [--rounds 3]
+Usage: .venv/bin/python -m bench.catalog_list [--seconds 10] [--connections 32] [--rounds 3]
 """
 
 import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-KAFKA = REPO / "deploy" / "kafka" / "kafka.sh"
+from bench.support import KAFKA, REPO, free_port, p99_ms, requests_per_second, serve
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def serve(app: str, port: int, env: dict, log: Path) -> subprocess.Popen:
-    # Identical server settings for every contender.
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *app.split(), "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"],
-        env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
+
 
 
 def wait_ok(url: str, timeout: float = 120) -> None:
@@ -61,13 +48,11 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True, text=True, check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()
-    p99_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    rps, p99 = requests_per_second(output), p99_ms(output)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses")
-    return rps, p99_ms
+    return rps, p99
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
    on commit vs a relay that only polls (every 0.5 s): the reason for the
    after-commit hook.
 
-Usage: .venv/bin/python bench/outbox_relay.py [--events 20000] [--database-url URL]
+Usage: .venv/bin/python -m bench.outbox_relay [--events 20000] [--database-url URL]
 Starts its own broker on free ports unless KAFKA_BOOTSTRAP_SERVERS is set.
 """
 

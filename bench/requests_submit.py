@@ -8,7 +8,7 @@ Goal (issue 4): at least 1.5x the naive endpoint's throughput with p99 under
 50 ms, and every 201 durable: after each run the rows in the database are
 counted against the 201s wrk saw.
 
-Usage: .venv/bin/python bench/requests_submit.py [--seconds 10] [--connections 64] [--rounds 3]
+Usage: .venv/bin/python -m bench.requests_submit [--seconds 10] [--connections 64] [--rounds 3]
 """
 
 import argparse
@@ -20,35 +20,22 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.support import KAFKA, REPO, free_port, p99_ms, requests_per_second, serve
+
 from caj.keys import create_key
 
-REPO = Path(__file__).resolve().parent.parent
-KAFKA = REPO / "deploy" / "kafka" / "kafka.sh"
 BODY = {"commitment_id": "caj-2006-2-1-04", "title": "Border post equipment",
         "description": "Scanners and radios for the posts on the Pyanj river, with training for 40 officers."}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def serve(app: str, port: int, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *app.split(), "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"],
-        env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
 
 
 def wait_until(check, timeout: float = 120) -> None:
@@ -75,10 +62,9 @@ def wrk_post(url: str, key: str | None, seconds: int, connections: int, scratch:
                             capture_output=True, text=True, check=True).stdout
     total = int(re.search(r"(\d+) requests in", output).group(1))
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p99_ms": float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit],
+        "rps": requests_per_second(output),
+        "p99_ms": p99_ms(output),
         "created": total - non_2xx, "non_2xx": non_2xx,
     }
 
