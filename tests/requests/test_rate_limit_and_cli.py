@@ -70,3 +70,33 @@ def test_caj_keys_create_list_revoke(kafka_bootstrap):
     line = next(line for line in listed.stdout.splitlines() if line.startswith(key_id))
     assert not line.rstrip().endswith("-")
     assert run_caj("keys", "revoke", "0000000000000000", bootstrap=kafka_bootstrap).returncode == 2
+
+
+def test_the_offer_board_survives_a_restart_of_the_requests_service(kafka_bootstrap, keys, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'requests.sqlite3'}"
+    catalog = ServiceProcess("catalog_service", database_url=f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+                             kafka_bootstrap=kafka_bootstrap, log_path=tmp_path / "catalog.log").start()
+    coordinator = keys.make("coordinator")
+
+    def board(service) -> list:
+        return httpx.get(service.base_url + "/v1/offers", headers=auth(coordinator)).json().get("items", [])
+
+    first = ServiceProcess("requests_service", database_url=database_url, kafka_bootstrap=kafka_bootstrap,
+                           log_path=tmp_path / "requests-1.log").start()
+    try:
+        first.wait_status("/readyz", 200, timeout=120)
+        deadline = time.monotonic() + 60
+        while len(board(first)) < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        before = board(first)
+    finally:
+        first.stop()
+        catalog.stop()  # the catalog is down too: the board must come from the database alone
+    second = ServiceProcess("requests_service", database_url=database_url, kafka_bootstrap=kafka_bootstrap,
+                            log_path=tmp_path / "requests-2.log").start(migrate=False)
+    try:
+        second.wait_status("/readyz", 200, timeout=120)
+        assert board(second) == before
+    finally:
+        second.stop()
