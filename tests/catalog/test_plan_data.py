@@ -267,8 +267,8 @@ def test_source_document_matches_recorded_sha256():
     assert hashlib.sha256(SOURCE_PATH.read_bytes()).hexdigest() == PLAN["source_sha256"]
 
 
-@pytest.mark.skipif(not SHARED_SOURCE.exists(), reason="shared/ is not beside this checkout")
 def test_source_document_is_the_original_byte_for_byte():
+    assert SHARED_SOURCE.exists(), f"{SHARED_SOURCE} is missing: this checkout needs ../shared beside it"
     assert SOURCE_PATH.read_bytes() == SHARED_SOURCE.read_bytes()
 
 
