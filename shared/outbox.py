@@ -9,6 +9,7 @@ it can never lose one, because a row is marked only after the broker acked it.
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -109,6 +110,10 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._leader_connection: Connection | None = None
+        # Leadership is taken in a worker thread that a cancelled task does not
+        # stop: the lock and flag keep a late acquisition from outliving stop().
+        self._leadership_lock = threading.Lock()
+        self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -117,6 +122,7 @@ class OutboxRelay:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        self._stopped = True
         wakers = _wakers.get(self.engine, [])
         if self.wake in wakers:
             wakers.remove(self.wake)
@@ -247,13 +253,19 @@ class OutboxRelay:
         belongs to one process, so there is nothing to elect."""
         if is_sqlite(str(self.engine.url)):
             return True
+        with self._leadership_lock:
+            if self._stopped:
+                return False
+            return self._hold_leadership_locked()
+
+    def _hold_leadership_locked(self) -> bool:
         if self._leader_connection is not None:
             try:
                 self._leader_connection.execute(text("SELECT 1"))
                 self._leader_connection.commit()
                 return True
             except Exception:
-                self._release_leadership()
+                self._release_leadership_locked()
         connection = self.engine.connect()
         acquired = connection.execute(text(f"SELECT pg_try_advisory_lock({_RELAY_LOCK_ID})")).scalar()
         connection.commit()
@@ -264,6 +276,10 @@ class OutboxRelay:
         return False
 
     def _release_leadership(self) -> None:
+        with self._leadership_lock:
+            self._release_leadership_locked()
+
+    def _release_leadership_locked(self) -> None:
         connection, self._leader_connection = self._leader_connection, None
         if connection is None:
             return
