@@ -1,7 +1,6 @@
 """Acceptance 4: a poison message lands on the dead-letter topic with its
 reason, and the consumer goes on to the next message."""
 
-import asyncio
 
 from aiokafka import TopicPartition
 from sqlalchemy import insert, select

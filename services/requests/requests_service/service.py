@@ -10,7 +10,7 @@ import weakref
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -295,6 +295,3 @@ def visible_requests_filter(session: Session, principal: Principal):
     ]
     return (col(RequestRow.country) == principal.country) | col(RequestRow.commitment_id).in_(responsible_for)
 
-
-def count_by_status(session: Session) -> dict[str, int]:
-    return dict(session.exec(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all())
