@@ -1,10 +1,55 @@
-"""Handlers for the events the notifications service consumes."""
+"""From events to notifications: one per (event, recipient), never two."""
+
+import uuid
+from collections.abc import Callable, Iterable
 
 from cloudevents.core.v1.event import CloudEvent
-from sqlmodel import Session
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from notifications_service import metrics
+from notifications_service.models import AgencyRow, NotificationRow
+from notifications_service.routing import RoutingRules, recipients_for
+from shared.consumer import PoisonMessage
+from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
+from shared.messaging_models import utcnow
 
 
-def handle_event(session: Session, event: CloudEvent) -> str:
-    # Routing and delivery come in a later change; events are acknowledged
-    # as seen and ignored until then.
-    return "ignored"
+def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]]):
+    """`identity_agencies(country)`: partner agencies of a country known to identity."""
+
+    def handle_event(session: Session, event: CloudEvent) -> str:
+        if event.get_type() == COMMITMENT_PUBLISHED:
+            return _learn_agencies(session, event)
+        if event.get_type() not in rules.rules:
+            return "ignored"
+
+        def agencies_of_country(country: str) -> set[str]:
+            known = set(session.exec(select(AgencyRow.agency_id).where(AgencyRow.country == country)).all())
+            return known | set(identity_agencies(country))
+
+        data = event.get_data() or {}
+        recipients = recipients_for(rules, event.get_type(), data, agencies_of_country)
+        for recipient in recipients:
+            session.add(NotificationRow(
+                id=str(uuid.uuid4()), event_source=event.get_source(), event_id=event.get_id(),
+                event_type=event.get_type(), subject=event.get_subject(), recipient=recipient, payload=data,
+                event_time=event.get_time() or utcnow(),
+            ))
+        metrics.NOTIFICATIONS_CREATED.labels(event.get_type()).inc(len(recipients))
+        return "processed" if recipients else "ignored"
+
+    return handle_event
+
+
+def _learn_agencies(session: Session, event: CloudEvent) -> str:
+    """The catalog names the agencies responsible for each commitment: keep them in the directory."""
+    try:
+        published = CommitmentPublished.model_validate(event.get_data())
+    except ValidationError as error:
+        raise PoisonMessage(f"not a valid commitment: {error.error_count()} errors") from error
+    for agency in published.commitment.responsible_agencies:
+        row = session.get(AgencyRow, agency.id) or AgencyRow(agency_id=agency.id, source="catalog")
+        row.country, row.name, row.updated_at = agency.country, agency.name, utcnow()
+        session.add(row)
+    return "processed"

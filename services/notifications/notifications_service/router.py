@@ -1,0 +1,115 @@
+"""The notifications API under /v1/: what each agency was told, and its inbox."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel
+from sqlmodel import Session, col, func, select
+
+from notifications_service.models import COORDINATORS, NotificationRow
+from shared.identity import Principal, authenticate_request
+from shared.messaging_models import utcnow
+from shared.problems import ProblemError
+
+router = APIRouter(prefix="/v1", tags=["notifications"])
+Caller = Annotated[Principal, Depends(authenticate_request)]
+
+
+class NotificationRead(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    subject: str | None
+    recipient: str
+    payload: dict
+    event_time: datetime
+    created_at: datetime
+    acknowledged_at: datetime | None
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationRead]
+    total: int
+    limit: int
+    offset: int
+
+
+def _recipient_of(principal: Principal) -> str | None:
+    """Whose notifications a caller reads: its agency's, or the coordinators'."""
+    if principal.role == "partner":
+        return principal.agency_id
+    if principal.role == "coordinator":
+        return COORDINATORS
+    return None  # operators read all, own no inbox
+
+
+def _read(row: NotificationRow) -> NotificationRead:
+    return NotificationRead.model_validate(row, from_attributes=True)
+
+
+def _session(request: Request) -> Session:
+    return Session(request.app.state.runtime.read_engine, expire_on_commit=False)
+
+
+@router.get("/notifications", response_model=NotificationPage,
+            summary="Notifications: an agency sees its own, coordinators and operators all")
+def list_notifications(
+    request: Request,
+    principal: Caller,
+    event_type: Annotated[str | None, Query(max_length=200)] = None,
+    recipient: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> NotificationPage:
+    conditions = []
+    if principal.role == "partner":
+        conditions.append(col(NotificationRow.recipient) == principal.agency_id)
+    elif recipient:
+        conditions.append(col(NotificationRow.recipient) == recipient)
+    if event_type:
+        conditions.append(col(NotificationRow.event_type) == event_type)
+    with _session(request) as session:
+        total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
+        rows = session.exec(select(NotificationRow).where(*conditions)
+                            .order_by(col(NotificationRow.created_at), col(NotificationRow.id))
+                            .offset(offset).limit(limit)).all()
+    return NotificationPage(items=[_read(row) for row in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/inbox", response_model=NotificationPage, summary="The caller's unacknowledged notifications",
+            responses={403: {"description": "Operators have no inbox"}})
+def inbox(
+    request: Request,
+    principal: Caller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> NotificationPage:
+    owner = _recipient_of(principal)
+    if owner is None:
+        raise ProblemError(403, "forbidden", "No inbox for this role", "Operators read /v1/notifications.")
+    conditions = [col(NotificationRow.recipient) == owner, col(NotificationRow.acknowledged_at).is_(None)]
+    with _session(request) as session:
+        total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
+        rows = session.exec(select(NotificationRow).where(*conditions)
+                            .order_by(col(NotificationRow.created_at), col(NotificationRow.id)).limit(limit)).all()
+    return NotificationPage(items=[_read(row) for row in rows], total=total, limit=limit, offset=0)
+
+
+@router.post("/inbox/{notification_id}/ack", response_model=NotificationRead,
+             summary="Acknowledge a notification (again is harmless)",
+             responses={404: {"description": "No such notification in the caller's inbox"}})
+async def acknowledge(request: Request, principal: Caller,
+                      notification_id: Annotated[str, Path(max_length=36)]) -> NotificationRead:
+    owner = _recipient_of(principal)
+
+    def work(session: Session) -> NotificationRow:
+        row = session.get(NotificationRow, notification_id)
+        if row is None or owner is None or row.recipient != owner:
+            raise ProblemError(404, "notification_not_found", "No such notification",
+                               f"There is no notification {notification_id!r} in your inbox.")
+        if row.acknowledged_at is None:
+            row.acknowledged_at = utcnow()
+            session.add(row)
+        return row
+
+    return _read(await request.app.state.runtime.writer.run(work))
