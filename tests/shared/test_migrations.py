@@ -9,7 +9,7 @@ from shared.migrations import current_revision, downgrade, head_revision, upgrad
 EXPECTED_TABLES = {
     "catalog_service": {"outbox_messages"},
     "requests_service": {"outbox_messages", "processed_events"},
-    "notifications_service": {"outbox_messages", "processed_events", "agencies", "notifications"},
+    "notifications_service": {"outbox_messages", "processed_events", "agency_directory", "notifications"},
 }
 
 

@@ -13,7 +13,7 @@ COORDINATORS = "coordinators"  # the recipient id of the coordinators' shared in
 class AgencyRow(SQLModel, table=True):
     """The agency directory: agencies the catalog names, and partner agencies known to identity."""
 
-    __tablename__ = "agencies"
+    __tablename__ = "agency_directory"  # not "agencies": the catalog has that table in the shared SQLModel metadata
 
     agency_id: str = Field(primary_key=True, max_length=64)
     country: str | None = Field(default=None, max_length=2)

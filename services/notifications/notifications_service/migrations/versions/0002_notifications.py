@@ -16,7 +16,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "agencies",
+        "agency_directory",
         sa.Column("agency_id", sa.String(64), primary_key=True),
         sa.Column("country", sa.String(2), nullable=True),
         sa.Column("name", sa.String(300), nullable=True),
@@ -43,4 +43,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_notifications_recipient", table_name="notifications")
     op.drop_table("notifications")
-    op.drop_table("agencies")
+    op.drop_table("agency_directory")
