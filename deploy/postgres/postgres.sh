@@ -47,6 +47,9 @@ start() {
     if [[ -z $(as_owner "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='caj'") ]]; then
         as_owner "${psql[@]}" -c "CREATE ROLE caj LOGIN PASSWORD 'caj' CREATEDB"
     fi
+    # Tests drop their databases WITH (FORCE), which may have to end an
+    # autovacuum worker that started on a fresh database.
+    as_owner "${psql[@]}" -c "GRANT pg_signal_backend TO caj" >/dev/null
     if [[ -z $(as_owner "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='caj'") ]]; then
         as_owner "${psql[@]}" -c "CREATE DATABASE caj OWNER caj"
     fi
