@@ -29,6 +29,7 @@ from shared.group_commit import GroupCommitWriter
 from shared.kafka import make_consumer
 from shared.logging import event_id_var
 from shared.messaging_models import ProcessedEvent
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,7 @@ class IdempotentConsumer:
         self._task = asyncio.create_task(self.run(), name=f"consumer-{self.group_id}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         try:
             await self._commit_uncommitted()
         finally:

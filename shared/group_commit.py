@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from shared.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -32,12 +34,7 @@ class GroupCommitWriter:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in a transaction shared with other writers;

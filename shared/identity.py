@@ -23,6 +23,7 @@ from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, Agency
 from shared.events import InvalidEvent, from_kafka
 from shared.problems import ProblemError
 from shared.topics import IDENTITY_KEYS
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,7 @@ class KeyStore:
         self._task = asyncio.create_task(self._follow(end_offsets), name="keystore")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         if self._consumer:
             await self._consumer.stop()
 

@@ -27,6 +27,7 @@ from shared.events import envelope_json, record_from_envelope, to_json
 from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
 from shared.messaging_models import OutboxMessage, as_utc
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,7 @@ class OutboxRelay:
         wakers = _wakers.get(self.engine, [])
         if self.wake in wakers:
             wakers.remove(self.wake)
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         await asyncio.to_thread(self._release_leadership)
 
     @property

@@ -31,6 +31,7 @@ from shared.outbox import OutboxRelay, outbox_backlog
 from shared.problems import install_problem_handlers
 from shared.request_context import RequestContextMiddleware
 from shared.settings import ServiceSettings
+from shared.tasks import cancel_and_wait, retry_until_done
 from shared.topics import IDENTITY_KEYS, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,17 @@ class ServiceRuntime:
 
     async def _connect_kafka(self) -> None:
         """Topics, producer, relay, consumers, in that order; retry until it works."""
-        delay = 0.5
         all_topics = tuple({spec.name: spec for spec in self._all_topics()}.values())
-        while True:
-            try:
-                await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5,
-                                    replication_factor=self.settings.kafka_replication_factor)
-                await self.producer.start()
-                break
-            except Exception as error:
-                log.warning("Kafka not reachable yet (%s); retrying in %.1fs", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+
+        async def topics_and_producer() -> None:
+            await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5,
+                                replication_factor=self.settings.kafka_replication_factor)
+            await self.producer.start()
+
+        await retry_until_done(topics_and_producer, what="connecting to Kafka", first_delay=0.5)
         self.relay.start()
         if self.key_store is not None:
-            while True:
-                try:
-                    await self.key_store.start()
-                    break
-                except Exception as error:
-                    log.warning("key store cannot start yet (%s); retrying", error)
-                    await asyncio.sleep(1.0)
+            await retry_until_done(self.key_store.start, what="starting the key store")
         if self.consumer_specs:
             # A consumer must not meet a schema it does not know (a rolling
             # deploy before `caj db upgrade`): it would dead-letter good records.
@@ -141,13 +132,7 @@ class ServiceRuntime:
                 max_attempts=self.settings.consumer_max_attempts,
                 writer=self.writer,
             )
-            while True:
-                try:
-                    await consumer.start()
-                    break
-                except Exception as error:
-                    log.warning("consumer %s cannot start yet (%s); retrying", spec.group_id, error)
-                    await asyncio.sleep(1.0)
+            await retry_until_done(consumer.start, what=f"starting consumer {spec.group_id}")
             self.consumers.append(consumer)
         self.kafka_connected = True
         log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
@@ -163,12 +148,7 @@ class ServiceRuntime:
         return specs
 
     async def stop(self) -> None:
-        if self._connect_task and not self._connect_task.done():
-            self._connect_task.cancel()
-            try:
-                await self._connect_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._connect_task)
         for consumer in self.consumers:
             await consumer.stop()
         if self.key_store is not None:

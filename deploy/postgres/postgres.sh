@@ -49,7 +49,7 @@ start() {
     fi
     # Tests drop their databases WITH (FORCE), which may have to end an
     # autovacuum worker that started on a fresh database.
-    as_owner "${psql[@]}" -c "GRANT pg_signal_backend TO caj" >/dev/null
+    as_owner "${psql[@]}" -c "SET client_min_messages = warning; GRANT pg_signal_backend TO caj" >/dev/null
     if [[ -z $(as_owner "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='caj'") ]]; then
         as_owner "${psql[@]}" -c "CREATE DATABASE caj OWNER caj"
     fi

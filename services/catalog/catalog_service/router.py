@@ -51,19 +51,23 @@ async def current_snapshot(request: Request) -> CatalogSnapshot:
 Snapshot = Annotated[CatalogSnapshot, Depends(current_snapshot)]
 
 
-def only_known_parameters(*allowed: str):
-    """A misspelt filter must not silently return everything."""
+def refuse_unknown_or_repeated(params, allowed: frozenset[str]) -> None:
+    """A misspelt filter must not silently return everything, nor a repeated
+    one silently keep its last value."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ProblemError(
+            422, "unknown_parameter", "Unknown query parameter",
+            f"{', '.join(unknown)} is not a parameter here; known: {', '.join(sorted(allowed))}",
+        )
+    repeated = sorted(name for name in set(params) if len(params.getlist(name)) > 1)
+    if repeated:
+        raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
 
+
+def only_known_parameters(*allowed: str):
     async def check(request: Request) -> None:
-        unknown = sorted(set(request.query_params) - set(allowed))
-        if unknown:
-            raise ProblemError(
-                422, "unknown_parameter", "Unknown query parameter",
-                f"{', '.join(unknown)} is not a parameter here; known: {', '.join(sorted(allowed))}",
-            )
-        repeated = sorted(name for name in set(request.query_params) if len(request.query_params.getlist(name)) > 1)
-        if repeated:
-            raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
+        refuse_unknown_or_repeated(request.query_params, frozenset(allowed))
 
     return Depends(check)
 
@@ -155,14 +159,7 @@ def parse_commitment_query(request: Request) -> CommitmentQuery:
     """Validated here rather than by FastAPI's per-parameter machinery, which
     cost more than the rest of the request (see bench/catalog_list.py)."""
     params = request.query_params
-    unknown = sorted(set(params) - _COMMITMENT_QUERY_FIELDS)
-    if unknown:
-        raise ProblemError(422, "unknown_parameter", "Unknown query parameter",
-                           f"{', '.join(unknown)} is not a parameter here; known: "
-                           f"{', '.join(sorted(CommitmentQuery.model_fields))}")
-    repeated = sorted(name for name in set(params) if len(params.getlist(name)) > 1)
-    if repeated:
-        raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
+    refuse_unknown_or_repeated(params, _COMMITMENT_QUERY_FIELDS)
     try:
         return CommitmentQuery.model_validate(dict(params))
     except ValidationError as error:
