@@ -1,7 +1,10 @@
 """Group commit: concurrent write operations share one database commit.
 
-Each operation runs inside its own SAVEPOINT, so one that fails is undone
-alone and reports its own error; the others commit together. A caller's
+A batch first runs without savepoints. If one operation fails, the batch is
+rolled back and run again with a SAVEPOINT per operation, so the failing one
+is undone alone and reports its own error; the others commit together. An
+operation may therefore run twice: it must only touch the session (anything
+else belongs in `call_after_commit`). A caller's
 future resolves only after the commit, so an acknowledged write is durable,
 and the commit costs one fsync however many requests it carries.
 """
@@ -11,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -61,29 +65,54 @@ class GroupCommitWriter:
                     future.set_exception(value)
 
     def _commit_batch(self, works: list[Work]) -> list[tuple[bool, Any]]:
+        # Optimistic first: no savepoints, which cost two statements per work.
+        # If any work fails, the whole transaction is rolled back and the batch
+        # runs again with a savepoint per work, so the failure stays its own.
+        if len(works) > 1:
+            outcomes = self._try_without_savepoints(works)
+            if outcomes is not None:
+                return outcomes
+        return self._run_with_savepoints(works)
+
+    def _try_without_savepoints(self, works: list[Work]) -> list[tuple[bool, Any]] | None:
+        results: list[tuple[bool, Any]] = []
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                for work in works:
+                    results.append((True, work(session)))
+                    session.flush()
+            except Exception:
+                session.rollback()
+                return None
+            try:
+                session.commit()
+            except Exception as error:
+                log.exception("group commit of %d operations failed", len(works))
+                return [(False, error) for _ in works]
+        return results
+
+    def _run_with_savepoints(self, works: list[Work]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        after_commit: list[Callable[[], None]] = []
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 for work in works:
+                    callbacks = session.info.setdefault(AFTER_COMMIT, [])
+                    registered = len(callbacks)
                     savepoint = session.begin_nested()
                     try:
                         result = work(session)
                         session.flush()
                         savepoint.commit()
                         outcomes.append((True, result))
-                        after_commit.extend(session.info.pop(AFTER_COMMIT, []))
                     except Exception as error:
                         savepoint.rollback()
-                        session.info.pop(AFTER_COMMIT, None)  # its work was undone
+                        del callbacks[registered:]  # its work was undone
                         outcomes.append((False, error))
                 session.commit()
         except Exception as error:
             # The commit itself failed: nothing in the batch was stored.
             log.exception("group commit of %d operations failed", len(works))
             return [(False, error) for _ in works]
-        for callback in after_commit:
-            callback()
         return outcomes
 
 
@@ -92,5 +121,24 @@ AFTER_COMMIT = "after_commit_callbacks"
 
 def call_after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the work this session is doing is committed (and
-    never if it is undone): for caches of facts that must be durable first."""
+    never if it is undone): for metrics, and caches of facts that must be
+    durable first."""
     session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released: nothing is durable yet
+    for callback in session.info.pop(AFTER_COMMIT, []):
+        try:
+            callback()
+        except Exception:  # the commit stands; a callback must not undo its report
+            log.exception("after-commit callback failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: GroupCommitWriter drops that work's callbacks itself
+    session.info.pop(AFTER_COMMIT, None)

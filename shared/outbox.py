@@ -57,8 +57,9 @@ def stage_new_event(
 
 
 def _stage(session: Session, *, topic: str, key: str | None, event_id: str, event_type: str, envelope: str) -> str:
-    # A plain INSERT, not an ORM object: this is on every write path.
-    session.execute(_INSERT_OUTBOX, {
+    # A plain INSERT on the session's connection, not an ORM object: this is
+    # on every write path.
+    session.connection().execute(_INSERT_OUTBOX, {
         "event_id": event_id, "topic": topic, "message_key": key, "event_type": event_type,
         "envelope": envelope, "created_at": datetime.now(UTC), "attempts": 0,
     })
@@ -68,6 +69,8 @@ def _stage(session: Session, *, topic: str, key: str | None, event_id: str, even
 
 @sa_event.listens_for(Session, "after_commit")
 def _wake_relay_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; the rows are not committed yet
     if not session.info.pop(_PENDING_FLAG, False):
         return
     bind = session.get_bind()
@@ -78,6 +81,8 @@ def _wake_relay_after_commit(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_rollback")
 def _forget_pending_after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # only a savepoint: rows staged before it are still pending
     session.info.pop(_PENDING_FLAG, None)
 
 
@@ -99,8 +104,12 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         batch_size: int = 500,
         writer: "GroupCommitWriter | None" = None,
+        read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        # Loading pending rows is a read: on SQLite it must not take the write
+        # lock (BEGIN IMMEDIATE) that the service's writers are queuing for.
+        self.read_engine = read_engine or engine
         # With a writer, marking rows joins the service's group commit instead
         # of competing with it for SQLite's single write lock.
         self.writer = writer
@@ -211,7 +220,7 @@ class OutboxRelay:
         return len(sent)
 
     def _load_pending(self) -> list[OutboxMessage]:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.read_engine, expire_on_commit=False) as session:
             statement = (
                 select(OutboxMessage)
                 .where(col(OutboxMessage.published_at).is_(None))

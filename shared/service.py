@@ -95,6 +95,7 @@ class ServiceRuntime:
             poll_interval=self.settings.outbox_poll_interval_seconds,
             batch_size=self.settings.outbox_batch_size,
             writer=self.writer,
+            read_engine=self.read_engine,
         )
         self._connect_task = asyncio.create_task(self._connect_kafka(), name="kafka-connect")
 

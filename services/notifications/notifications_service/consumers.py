@@ -11,6 +11,7 @@ from notifications_service import metrics
 from notifications_service.models import AgencyRow, NotificationRow
 from notifications_service.routing import RoutingRules, recipients_for
 from shared.consumer import PoisonMessage
+from shared.group_commit import call_after_commit
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.messaging_models import utcnow
 
@@ -36,7 +37,8 @@ def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterabl
                 event_type=event.get_type(), subject=event.get_subject(), recipient=recipient, payload=data,
                 event_time=event.get_time() or utcnow(),
             ))
-        metrics.NOTIFICATIONS_CREATED.labels(event.get_type()).inc(len(recipients))
+        created = metrics.NOTIFICATIONS_CREATED.labels(event.get_type())
+        call_after_commit(session, lambda: created.inc(len(recipients)))
         return "processed" if recipients else "ignored"
 
     return handle_event

@@ -7,7 +7,7 @@ and stages its events in the outbox of that same transaction.
 
 import uuid
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert
@@ -42,7 +42,6 @@ from shared.contracts.requests import (
     RequestStatusChanged,
     RequestSubmitted,
 )
-from shared.db import is_sqlite
 from shared.group_commit import call_after_commit
 from shared.identity import Principal
 from shared.messaging_models import utcnow
@@ -83,9 +82,9 @@ def _lock_offer(session: Session, commitment_id: str):
     """The offer (a row with OfferRow's columns as attributes), locked on
     PostgreSQL so that replicas activate it in turn; on SQLite the write
     transaction already holds the database's lock."""
-    sqlite = is_sqlite(str(session.get_bind().engine.url))
-    statement = _SELECT_OFFER if sqlite else _SELECT_OFFER_FOR_UPDATE
-    return session.execute(statement, {"id": commitment_id}).first()
+    connection = session.connection()
+    statement = _SELECT_OFFER if connection.dialect.name == "sqlite" else _SELECT_OFFER_FOR_UPDATE
+    return connection.execute(statement, {"id": commitment_id}).first()
 
 
 _ACTIVATED_COUNTRIES = select(OfferActivationRow.country).where(OfferActivationRow.commitment_id == bindparam("id"))
@@ -115,7 +114,7 @@ def _remember_active_after_commit(session: Session, commitment_id: str, countrie
 
 def _record_history(session: Session, *, request_id: str, at, principal: Principal, from_status: str | None,
                     to_status: str, note: str | None = None) -> None:
-    session.execute(_INSERT_HISTORY, {
+    session.connection().execute(_INSERT_HISTORY, {
         "request_id": request_id, "at": at, "actor_key_id": principal.key_id, "actor_role": principal.role,
         "actor_agency_id": principal.agency_id, "from_status": from_status, "to_status": to_status, "note": note,
     })
@@ -164,7 +163,7 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
         title=new.title, description=new.description, reference=new.reference, status="submitted",
         created_by_key=principal.key_id, created_at=now, updated_at=now,
     )
-    session.execute(_INSERT_REQUEST, asdict(request))
+    session.connection().execute(_INSERT_REQUEST, vars(request))  # asdict() deep-copies
     _record_history(session, request_id=request.id, at=now, principal=principal, from_status=None, to_status="submitted")
     _stage(session, event_type=REQUEST_SUBMITTED, key=request.id, data=RequestSubmitted(
         request_id=request.id, commitment_id=offer.commitment_id, condition_type=offer.condition_type, country=country,
