@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.support import KAFKA, REPO, free_port, p99_ms, requests_per_second, serve
+from bench.support import KAFKA, REPO, free_port, p99_ms, percentile_ms, requests_per_second, serve
 
 from caj.keys import create_key
 
@@ -64,7 +64,7 @@ def wrk_post(url: str, key: str | None, seconds: int, connections: int, scratch:
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
     return {
         "rps": requests_per_second(output),
-        "p99_ms": p99_ms(output),
+        "p50_ms": percentile_ms(output, 50), "p99_ms": p99_ms(output),
         "created": total - non_2xx, "non_2xx": non_2xx,
     }
 
@@ -133,10 +133,11 @@ def main() -> None:
     medians = {}
     for name, runs in results.items():
         medians[name] = statistics.median(run["rps"] for run in runs)
+        p50 = statistics.median(run["p50_ms"] for run in runs)
         p99 = statistics.median(run["p99_ms"] for run in runs)
         durable = all(run["rows_added"] >= run["created"] for run in runs)
         errors = sum(run["non_2xx"] for run in runs)
-        print(f"{name:<40} {medians[name]:8.0f} req/s  p99 {p99:7.1f} ms  non-2xx {errors}  "
+        print(f"{name:<40} {medians[name]:8.0f} req/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms  non-2xx {errors}  "
               f"every 201 stored: {durable} ({[(r['created'], r['rows_added']) for r in runs]})")
     names = list(medians)
     print(f"ratio {names[0]} / {names[1]}: {medians[names[0]] / medians[names[1]]:.2f}")

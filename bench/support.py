@@ -26,9 +26,14 @@ def serve(app: str, port: int, env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def p99_ms(wrk_output: str) -> float:
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", wrk_output).groups()
+def percentile_ms(wrk_output: str, percent: int) -> float:
+    """A latency percentile from wrk --latency (50, 75, 90 or 99)."""
+    value, unit = re.search(rf"\b{percent}%\s+([\d.]+)(us|ms|s)", wrk_output).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def p99_ms(wrk_output: str) -> float:
+    return percentile_ms(wrk_output, 99)
 
 
 def requests_per_second(wrk_output: str) -> float:

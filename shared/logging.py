@@ -46,5 +46,5 @@ def configure_logging(*, service: str, level: str = "INFO", json: bool = True) -
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
-    # Our own access line (shared.request_context) has the route, status and duration.
+    # Our own access line (shared.http_middleware) has the route, status and duration.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

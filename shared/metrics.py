@@ -4,12 +4,9 @@ Labels are bounded: route templates, never raw paths; topics and groups,
 never ids. Histograms, not summaries, so replicas can be aggregated.
 """
 
-import time
-
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
     "caj_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -39,42 +36,6 @@ OUTBOX_BACKLOG = Gauge("caj_outbox_backlog", "Outbox rows not yet published", ["
 OUTBOX_OLDEST_AGE = Gauge(
     "caj_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
 )
-
-UNMATCHED_ROUTE = "__unmatched__"
-
-
-class HttpMetricsMiddleware:
-    """RED metrics per route template (pure ASGI, so streaming is not buffered)."""
-
-    def __init__(self, app: ASGIApp, *, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status_code = 500
-        started = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
-            await send(message)
-
-        in_flight = HTTP_IN_FLIGHT.labels(service=self.service)
-        in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status_code)).inc()
-            HTTP_DURATION.labels(self.service, method, template).observe(time.perf_counter() - started)
-
 
 def metrics_response(_request: Request | None = None) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
