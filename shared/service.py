@@ -242,8 +242,10 @@ def create_service_app(
     description: str,
     routers: Sequence[APIRouter] = (),
     on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """`on_startup` runs once the runtime has started; the app serves meanwhile."""
+    """`on_startup` runs once the runtime has started; the app serves meanwhile.
+    `on_shutdown` runs before the runtime stops (its writer still works)."""
     settings = runtime.settings
     configure_logging(service=settings.service_name, level=settings.log_level, json=settings.log_json)
 
@@ -262,6 +264,8 @@ def create_service_app(
         finally:
             if startup is not None and not startup.done():
                 startup.cancel()
+            if on_shutdown is not None:
+                await on_shutdown(app)
             await runtime.stop()
 
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)

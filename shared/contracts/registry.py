@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, COMMITMENT_REMOVED, CommitmentPublished
 from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord
+from shared.contracts.notifications import DELIVERY_ATTEMPTED, DELIVERY_DEAD, DeliveryAttempted, DeliveryDead
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
     OFFER_INTEREST_REGISTERED,
@@ -18,7 +19,14 @@ from shared.contracts.requests import (
     RequestStatusChanged,
     RequestSubmitted,
 )
-from shared.topics import CATALOG_COMMITMENTS, IDENTITY_KEYS, REQUESTS_EVENTS, TopicSpec
+from shared.topics import (
+    CATALOG_COMMITMENTS,
+    IDENTITY_KEYS,
+    NOTIFICATIONS_DEAD_LETTER,
+    NOTIFICATIONS_DELIVERIES,
+    REQUESTS_EVENTS,
+    TopicSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ EVENTS: tuple[EventSpec, ...] = (
               "A country showed interest in a joint-interest offer."),
     EventSpec(OFFER_ACTIVATED, OfferActivated, REQUESTS_EVENTS, "commitment id", "requests",
               "A conditional offer's condition is met."),
+    EventSpec(DELIVERY_ATTEMPTED, DeliveryAttempted, NOTIFICATIONS_DELIVERIES, "delivery id", "notifications",
+              "A webhook delivery attempt ended: delivered, failed (to be retried), or refused."),
+    EventSpec(DELIVERY_DEAD, DeliveryDead, NOTIFICATIONS_DEAD_LETTER, "delivery id", "notifications",
+              "A notification could not be delivered by webhook; it stays in the inbox and can be retried by hand."),
     EventSpec(API_KEY_CHANGED, ApiKeyRecord, IDENTITY_KEYS, "key:<key id>", "caj CLI",
               "An API key was created or revoked (the secret is never published, only its hash)."),
     EventSpec(AGENCY_REGISTERED, AgencyRecord, IDENTITY_KEYS, "agency:<agency id>", "caj CLI",

@@ -75,3 +75,20 @@ def test_a_request_notifies_the_responsible_agencies_the_requester_and_the_coord
         assert api.get("/v1/notifications").status_code == 401
         assert 'caj_notifications_created_total{event_type="org.caj-tracker.requests.request.submitted.v1"}' in \
             api.get("/metrics").text
+
+
+def test_webhook_urls_that_are_not_public_are_refused_by_default(notifications, keys):
+    """This service runs with the production default: private addresses refused."""
+    agency = "tj-ssrf-check"
+    key = keys.make("partner", country="TJ", agency=agency)
+    with httpx.Client(base_url=notifications.base_url, timeout=30) as api:
+        for url, reason in [("http://127.0.0.1:9/hook", "webhook_url_not_public"),
+                            ("http://169.254.169.254/latest/meta-data", "webhook_url_not_public"),
+                            ("http://localhost/hook", "webhook_url_not_public"),
+                            ("http://[::1]/hook", "webhook_url_not_public"),
+                            ("ftp://example.org/hook", "webhook_url_scheme")]:
+            refused = api.put(f"/v1/agencies/{agency}/webhook", headers=auth(key), json={"url": url})
+            assert refused.status_code == 422, (url, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["reason"] == reason, url
+        assert api.get(f"/v1/agencies/{agency}/webhook", headers=auth(key)).status_code == 404, "nothing stored"

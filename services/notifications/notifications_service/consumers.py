@@ -5,10 +5,10 @@ from collections.abc import Callable, Iterable
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from notifications_service import metrics
-from notifications_service.models import AgencyRow, NotificationRow
+from notifications_service.models import AgencyRow, DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import RoutingRules, recipients_for
 from shared.consumer import PoisonMessage
 from shared.group_commit import call_after_commit
@@ -16,8 +16,11 @@ from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.messaging_models import utcnow
 
 
-def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]]):
-    """`identity_agencies(country)`: partner agencies of a country known to identity."""
+def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
+                 deliveries_created: Callable[[], None] = lambda: None):
+    """`identity_agencies(country)`: partner agencies of a country known to
+    identity. `deliveries_created()` is called once webhook deliveries are
+    committed (it wakes the dispatcher)."""
 
     def handle_event(session: Session, event: CloudEvent) -> str:
         if event.get_type() == COMMITMENT_PUBLISHED:
@@ -31,15 +34,30 @@ def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterabl
 
         data = event.get_data() or {}
         recipients = recipients_for(rules, event.get_type(), data, agencies_of_country)
+        endpoints = {
+            endpoint.agency_id: endpoint for endpoint in
+            session.exec(select(WebhookEndpointRow).where(col(WebhookEndpointRow.agency_id).in_(recipients))).all()
+        } if recipients else {}
+        created, now = 0, utcnow()
         for recipient in recipients:
-            session.add(NotificationRow(
+            endpoint = endpoints.get(recipient)
+            if endpoint is not None and endpoint.event_types and event.get_type() not in endpoint.event_types:
+                continue  # the agency narrowed what it receives
+            notification = NotificationRow(
                 id=str(uuid.uuid4()), event_source=event.get_source(), event_id=event.get_id(),
                 event_type=event.get_type(), subject=event.get_subject(), recipient=recipient, payload=data,
-                event_time=event.get_time() or utcnow(),
-            ))
-        created = metrics.NOTIFICATIONS_CREATED.labels(event.get_type())
-        call_after_commit(session, lambda: created.inc(len(recipients)))
-        return "processed" if recipients else "ignored"
+                event_time=event.get_time() or now,
+            )
+            session.add(notification)
+            created += 1
+            if endpoint is not None and endpoint.enabled:
+                session.add(DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id,
+                                        agency_id=recipient, event_type=event.get_type(), state="pending",
+                                        next_attempt_at=now, created_at=now))
+                call_after_commit(session, deliveries_created)
+        counter = metrics.NOTIFICATIONS_CREATED.labels(event.get_type())
+        call_after_commit(session, lambda: counter.inc(created))
+        return "processed" if created else "ignored"
 
     return handle_event
 

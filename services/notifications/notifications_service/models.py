@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.messaging_models import utcnow
@@ -38,3 +38,63 @@ class NotificationRow(SQLModel, table=True):
     event_time: datetime = Field(sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     acknowledged_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class WebhookEndpointRow(SQLModel, table=True):
+    """An agency's webhook: where its notifications are pushed, signed with its secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    agency_id: str = Field(primary_key=True, max_length=64)
+    url: str = Field(max_length=2000)
+    # Event types the agency receives; empty means every type routed to it.
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Kept in clear: signing needs it (as receivers keep theirs to verify).
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class DeliveryRow(SQLModel, table=True):
+    """Pushing one notification to its agency's webhook, across attempts.
+
+    `id` is the `webhook-id` header: the same on every attempt, so receivers
+    can drop a repeat."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    notification_id: str = Field(max_length=36, unique=True)
+    agency_id: str = Field(max_length=64, index=True)
+    event_type: str = Field(max_length=200)
+    state: str = Field(max_length=16)  # pending | delivered | dead
+    attempts: int = 0
+    # Failures since the schedule last started (a manual retry starts it again).
+    schedule_step: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Claimed by a dispatcher until then; a crashed one's claims run out.
+    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    last_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    dead_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class DeliveryAttemptRow(SQLModel, table=True):
+    __tablename__ = "webhook_delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, index=True)
+    attempt: int
+    outcome: str = Field(max_length=32)
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: float
+    attempted_at: datetime = Field(sa_type=DateTime(timezone=True))

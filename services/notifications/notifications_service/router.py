@@ -4,16 +4,27 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from notifications_service.models import COORDINATORS, NotificationRow
+from notifications_service.models import COORDINATORS, DeliveryRow, NotificationRow
 from shared.identity import Principal, authenticate_request
 from shared.messaging_models import utcnow
 from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 Caller = Annotated[Principal, Depends(authenticate_request)]
+
+
+class DeliveryState(BaseModel):
+    """The webhook delivery of a notification, when its agency has a webhook."""
+
+    id: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
 
 
 class NotificationRead(BaseModel):
@@ -26,6 +37,7 @@ class NotificationRead(BaseModel):
     event_time: datetime
     created_at: datetime
     acknowledged_at: datetime | None
+    delivery: DeliveryState | None = Field(None, description="Null: inbox only (no webhook when it was created)")
 
 
 class NotificationPage(BaseModel):
@@ -44,11 +56,21 @@ def _recipient_of(principal: Principal) -> str | None:
     return None  # operators read all, own no inbox
 
 
-def _read(row: NotificationRow) -> NotificationRead:
-    return NotificationRead.model_validate(row, from_attributes=True)
+def _read(row: NotificationRow, delivery: DeliveryRow | None = None) -> NotificationRead:
+    read = NotificationRead.model_validate(row, from_attributes=True)
+    if delivery is not None:
+        read = read.model_copy(update={"delivery": DeliveryState.model_validate(delivery, from_attributes=True)})
+    return read
 
 
-def _session(request: Request) -> Session:
+def _with_deliveries(session: Session, rows) -> list[NotificationRead]:
+    ids = [row.id for row in rows]
+    deliveries = {d.notification_id: d for d in session.exec(
+        select(DeliveryRow).where(col(DeliveryRow.notification_id).in_(ids)))} if ids else {}
+    return [_read(row, deliveries.get(row.id)) for row in rows]
+
+
+def read_session(request: Request) -> Session:
     return Session(request.app.state.runtime.read_engine, expire_on_commit=False)
 
 
@@ -69,12 +91,13 @@ def list_notifications(
         conditions.append(col(NotificationRow.recipient) == recipient)
     if event_type:
         conditions.append(col(NotificationRow.event_type) == event_type)
-    with _session(request) as session:
+    with read_session(request) as session:
         total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
         rows = session.exec(select(NotificationRow).where(*conditions)
                             .order_by(col(NotificationRow.created_at), col(NotificationRow.id))
                             .offset(offset).limit(limit)).all()
-    return NotificationPage(items=[_read(row) for row in rows], total=total, limit=limit, offset=offset)
+        items = _with_deliveries(session, rows)
+    return NotificationPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/inbox", response_model=NotificationPage, summary="The caller's unacknowledged notifications",
@@ -88,11 +111,12 @@ def inbox(
     if owner is None:
         raise ProblemError(403, "forbidden", "No inbox for this role", "Operators read /v1/notifications.")
     conditions = [col(NotificationRow.recipient) == owner, col(NotificationRow.acknowledged_at).is_(None)]
-    with _session(request) as session:
+    with read_session(request) as session:
         total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
         rows = session.exec(select(NotificationRow).where(*conditions)
                             .order_by(col(NotificationRow.created_at), col(NotificationRow.id)).limit(limit)).all()
-    return NotificationPage(items=[_read(row) for row in rows], total=total, limit=limit, offset=0)
+        items = _with_deliveries(session, rows)
+    return NotificationPage(items=items, total=total, limit=limit, offset=0)
 
 
 @router.post("/inbox/{notification_id}/ack", response_model=NotificationRead,

@@ -1,0 +1,102 @@
+"""The pure parts of webhook delivery: the retry schedule, Retry-After,
+which addresses are refused, and signatures a receiver can check."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from notifications_service.config import PRODUCTION_RETRY_SCHEDULE, NotificationsSettings
+from notifications_service.delivery import parse_retry_after, retry_delay
+from notifications_service.webhooks import (
+    AddressGuard,
+    UnsafeWebhookUrl,
+    check_url_form,
+    new_secret,
+    refused_address,
+    sign,
+    webhook_body,
+)
+
+
+def test_the_schedule_runs_out_after_its_last_delay():
+    schedule = [1.0, 10.0, 100.0]
+    assert [retry_delay(schedule, n, jitter=0) for n in (1, 2, 3)] == schedule
+    assert retry_delay(schedule, 4, jitter=0) is None
+    assert retry_delay([], 1, jitter=0) is None
+
+
+def test_jitter_spreads_delays_within_its_bounds():
+    rng = random.Random(7)
+    delays = [retry_delay([100.0], 1, jitter=0.2, rng=rng) for _ in range(200)]
+    assert all(80.0 <= d <= 120.0 for d in delays)
+    assert max(delays) - min(delays) > 20, "not spread"
+
+
+def test_the_production_schedule_spans_hours_and_grows():
+    assert NotificationsSettings().webhook_retry_schedule_seconds == PRODUCTION_RETRY_SCHEDULE
+    assert sum(PRODUCTION_RETRY_SCHEDULE) > 24 * 3600
+    assert all(a <= b for a, b in zip(PRODUCTION_RETRY_SCHEDULE, PRODUCTION_RETRY_SCHEDULE[1:]))
+
+
+def test_negative_delays_are_refused():
+    with pytest.raises(ValueError):
+        NotificationsSettings(webhook_retry_schedule_seconds=[1, -1])
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after("Sat, 28 Nov 2026 12:01:30 GMT", now=now) == 90.0
+    assert parse_retry_after("Sat, 28 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None, now=now) is None
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+    "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1",
+])
+def test_non_public_addresses_are_refused(address):
+    assert refused_address(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address):
+    assert not refused_address(address)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("ftp://example.org/hook", "webhook_url_scheme"),
+    ("file:///etc/passwd", "webhook_url_scheme"),
+    ("https://user:pw@example.org/hook", "webhook_url_invalid"),
+    ("https:///hook", "webhook_url_invalid"),
+    ("http://example.org:99999/", "webhook_url_invalid"),
+])
+def test_urls_of_the_wrong_form_are_refused(url, reason):
+    with pytest.raises(UnsafeWebhookUrl) as refused:
+        check_url_form(url)
+    assert refused.value.reason == reason
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_unless_allowed():
+    with pytest.raises(UnsafeWebhookUrl) as refused:
+        await AddressGuard(allow_private=False).check("http://localhost:8080/hook")
+    assert refused.value.reason == "webhook_url_not_public"
+    await AddressGuard(allow_private=True).check("http://localhost:8080/hook")
+    with pytest.raises(UnsafeWebhookUrl):
+        await AddressGuard(allow_private=True).check("gopher://localhost/")
+
+
+def test_signatures_verify_with_the_standardwebhooks_package():
+    secret, old = new_secret(), new_secret()
+    body = webhook_body(event_type="t.v1", event_time=datetime.now(UTC), notification={"n": 1})
+    signed = sign(delivery_id="msg_1", body=body, secrets_in_use=[secret, old])
+    payload = Webhook(secret).verify(body, signed.headers)
+    assert payload["type"] == "t.v1" and payload["data"] == {"n": 1}
+    assert signed.headers["webhook-id"] == "msg_1"
+    assert Webhook(old).verify(body, signed.headers)["data"] == {"n": 1}
+    stale = sign(delivery_id="msg_1", body=body, secrets_in_use=[secret], now=datetime.now(UTC) - timedelta(hours=1))
+    with pytest.raises(Exception, match="too old"):
+        Webhook(secret).verify(body, stale.headers)
