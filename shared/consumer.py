@@ -125,13 +125,65 @@ class IdempotentConsumer:
             for partition, records in batches.items():
                 if partition not in assignment:
                     continue  # revoked meanwhile; its new owner reads these
+                if self.writer is not None:
+                    await self._consume_together(partition, records)
+                    continue
                 for record in records:
                     await self._consume(record)
                     self._uncommitted[partition] = record.offset + 1
         await self._commit_uncommitted()
         await self._update_lag()
 
-    async def _consume(self, record: ConsumerRecord) -> None:
+    async def _consume_together(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """A partition's records, in order, in one shared transaction (one
+        commit for a backlog, not one per record). The first record that does
+        not apply cleanly ends the run and is taken on alone by `_consume`
+        (retries, waiting for the database, dead letters); then the rest go on."""
+        position = 0
+        while position < len(records):
+            run = records[position:]
+            outcomes, failure = await self.writer.run(lambda session: self._apply_run(session, run))
+            for record, outcome in zip(run, outcomes):
+                metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+                self._uncommitted[partition] = record.offset + 1
+            position += len(outcomes)
+            if position < len(records):
+                record = records[position]
+                if isinstance(failure, PoisonMessage):
+                    await self._dead_letter(record, reason="rejected_by_handler", detail=str(failure))
+                else:
+                    # A handler error was its first attempt; waiting out the database is not one.
+                    failed = failure is not None and not isinstance(failure, DATABASE_UNAVAILABLE)
+                    await self._consume(record, attempts_made=1 if failed else 0)
+                self._uncommitted[partition] = record.offset + 1
+                position += 1
+
+    def _apply_run(self, session: Session, records: list[ConsumerRecord]) -> tuple[list[str], Exception | None]:
+        """Apply records until one fails; each in a savepoint, so a failing one
+        leaves no trace. Returns the outcomes of those applied, and the error
+        that stopped the run (None for an invalid event, or the end)."""
+        outcomes: list[str] = []
+        for record in records:
+            try:
+                event = from_kafka(key=record.key, value=record.value, headers=record.headers)
+            except InvalidEvent:
+                return outcomes, None
+            token = event_id_var.set(event.get_id())
+            savepoint = session.begin_nested()
+            try:
+                outcomes.append(self._apply_in(session, event, record))
+                savepoint.commit()
+            except AlreadyProcessed:
+                savepoint.rollback()
+                outcomes.append("duplicate")
+            except Exception as error:
+                savepoint.rollback()
+                return outcomes, error
+            finally:
+                event_id_var.reset(token)
+        return outcomes, None
+
+    async def _consume(self, record: ConsumerRecord, *, attempts_made: int = 0) -> None:
         try:
             event = from_kafka(key=record.key, value=record.value, headers=record.headers)
         except InvalidEvent as error:
@@ -139,7 +191,7 @@ class IdempotentConsumer:
             return
         token = event_id_var.set(event.get_id())
         try:
-            attempt = 0
+            attempt = attempts_made
             while True:
                 attempt += 1
                 try:

@@ -2,12 +2,14 @@
 reason, and the consumer goes on to the next message."""
 
 
+import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from shared.consumer import IdempotentConsumer, PoisonMessage
 from shared.db import make_engine
+from shared.group_commit import GroupCommitWriter
 from shared.events import new_event, to_kafka
 from shared.kafka import make_producer
 from shared.messaging_models import ProcessedEvent
@@ -16,11 +18,17 @@ from tests.kafka_helpers import create_topic, effects, read_topic, test_metadata
 from tests.shared.test_inbox import wait_committed
 
 
+@pytest.mark.parametrize("shared_commits", [False, True], ids=["own-transactions", "group-commit"])
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carries_on(
-    kafka_bootstrap, topic_name, database_url
+    kafka_bootstrap, topic_name, database_url, shared_commits
 ):
+    """With a group-commit writer a partition's records are applied together;
+    the outcome must be the same as one transaction per record."""
     upgrade("requests_service", database_url)
     engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine) if shared_commits else None
+    if writer is not None:
+        writer.start()
     test_metadata.create_all(engine)
     dead_letters = topic_name + ".dlq"
     await create_topic(kafka_bootstrap, topic_name)
@@ -41,9 +49,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
     consumer = IdempotentConsumer(
         engine=engine, bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic_name}", client_id="test",
         topics=[topic_name], handler=handler, producer=producer, dead_letter_topic=dead_letters,
-        max_attempts=3, retry_delay=0.01,
+        max_attempts=3, retry_delay=0.01, writer=writer,
     )
-    await consumer.start()
     try:
         async def send(event):
             record = to_kafka(event, key="k")
@@ -59,6 +66,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
         await send(refused)  # offset 2
         await send(crashing)  # offset 3
         await send(good_after)  # offset 4
+        await consumer.start()  # all five arrive in one batch
 
         await wait_committed(consumer, TopicPartition(topic_name, 0), 5)
         with Session(engine) as session:
@@ -88,6 +96,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
     finally:
         await consumer.stop()
         await producer.stop()
+        if writer is not None:
+            await writer.stop()
         engine.dispose()
 
 

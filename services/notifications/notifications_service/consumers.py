@@ -1,10 +1,12 @@
 """From events to notifications: one per (event, recipient), never two."""
 
 import uuid
+from datetime import UTC
 from collections.abc import Callable, Iterable
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from notifications_service import metrics
@@ -14,6 +16,14 @@ from shared.consumer import PoisonMessage
 from shared.group_commit import call_after_commit
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.messaging_models import utcnow
+
+
+_INSERT_NOTIFICATION = insert(NotificationRow.__table__)
+_INSERT_DELIVERY = insert(DeliveryRow.__table__)
+_NEW_DELIVERY = {
+    "state": "pending", "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
+    "last_error": None, "last_attempt_at": None, "delivered_at": None, "dead_at": None,
+}
 
 
 def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
@@ -38,24 +48,33 @@ def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterabl
             endpoint.agency_id: endpoint for endpoint in
             session.exec(select(WebhookEndpointRow).where(col(WebhookEndpointRow.agency_id).in_(recipients))).all()
         } if recipients else {}
-        created, now = 0, utcnow()
+        now = utcnow()
+        event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC
+        notifications, deliveries = [], []
         for recipient in recipients:
             endpoint = endpoints.get(recipient)
             if endpoint is not None and endpoint.event_types and event.get_type() not in endpoint.event_types:
                 continue  # the agency narrowed what it receives
-            notification = NotificationRow(
-                id=str(uuid.uuid4()), event_source=event.get_source(), event_id=event.get_id(),
-                event_type=event.get_type(), subject=event.get_subject(), recipient=recipient, payload=data,
-                event_time=event.get_time() or now,
-            )
-            session.add(notification)
-            created += 1
+            notification_id = str(uuid.uuid4())
+            notifications.append({
+                "id": notification_id, "event_source": event.get_source(), "event_id": event.get_id(),
+                "event_type": event.get_type(), "subject": event.get_subject(), "recipient": recipient,
+                "payload": data, "event_time": event_time, "created_at": now, "acknowledged_at": None,
+            })
             if endpoint is not None and endpoint.enabled:
-                session.add(DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id,
-                                        agency_id=recipient, event_type=event.get_type(), state="pending",
-                                        next_attempt_at=now, created_at=now))
-                call_after_commit(session, deliveries_created)
+                deliveries.append(_NEW_DELIVERY | {
+                    "id": f"msg_{uuid.uuid4().hex}", "notification_id": notification_id, "agency_id": recipient,
+                    "event_type": event.get_type(), "next_attempt_at": now, "created_at": now,
+                })
+        # Plain INSERTs, not ORM objects: this runs for every event.
+        connection = session.connection()
+        if notifications:
+            connection.execute(_INSERT_NOTIFICATION, notifications)
+        if deliveries:
+            connection.execute(_INSERT_DELIVERY, deliveries)
+            call_after_commit(session, deliveries_created)
         counter = metrics.NOTIFICATIONS_CREATED.labels(event.get_type())
+        created = len(notifications)
         call_after_commit(session, lambda: counter.inc(created))
         return "processed" if created else "ignored"
 

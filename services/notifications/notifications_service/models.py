@@ -51,8 +51,9 @@ class WebhookEndpointRow(SQLModel, table=True):
     event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # Kept in clear: signing needs it (as receivers keep theirs to verify).
     secret: str = Field(max_length=100)
-    previous_secret: str | None = Field(default=None, max_length=100)
-    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Secrets replaced by a rotation that still sign until they expire:
+    # [{"secret": ..., "expires_at": ISO 8601}], newest first.
+    previous_secrets: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     enabled: bool = True
     disabled_reason: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

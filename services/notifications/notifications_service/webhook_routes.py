@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from notifications_service.models import DeliveryAttemptRow, DeliveryRow, WebhookEndpointRow
@@ -12,7 +13,7 @@ from notifications_service.router import Caller, read_session
 from notifications_service.routing import load_rules
 from notifications_service.webhooks import UnsafeWebhookUrl, new_secret
 from shared.identity import Principal, require_roles
-from shared.messaging_models import utcnow
+from shared.messaging_models import as_utc, utcnow
 from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -44,7 +45,8 @@ class WebhookRead(BaseModel):
     event_types: list[str]
     enabled: bool
     disabled_reason: str | None
-    previous_secret_expires_at: datetime | None
+    previous_secrets_expire_at: list[datetime] = Field(
+        default_factory=list, description="When each secret replaced by a rotation stops signing")
     created_at: datetime
     updated_at: datetime
     secret: str | None = Field(None, description="The signing secret: only in the answer that creates it")
@@ -84,7 +86,9 @@ class DeliveryPage(BaseModel):
 
 
 def _webhook_read(row: WebhookEndpointRow, *, secret: str | None = None) -> WebhookRead:
-    return WebhookRead.model_validate(row, from_attributes=True).model_copy(update={"secret": secret})
+    expiries = [datetime.fromisoformat(previous["expires_at"]) for previous in row.previous_secrets]
+    return WebhookRead.model_validate(row, from_attributes=True).model_copy(
+        update={"secret": secret, "previous_secrets_expire_at": expiries})
 
 
 def _delivery_read(row: DeliveryRow, history: list[DeliveryAttemptRow] | None = None) -> DeliveryRead:
@@ -138,7 +142,10 @@ async def put_webhook(request: Request, response: Response, principal: Caller, a
         session.flush()
         return row, secret
 
-    row, secret = await _runtime(request).writer.run(work)
+    try:
+        row, secret = await _runtime(request).writer.run(work)
+    except IntegrityError as error:  # created at the same moment by another replica
+        raise ProblemError(409, "conflict", "Conflicting write", "Retry the request.") from error
     if secret is not None:
         response.status_code = 201
     return _webhook_read(row, secret=secret)
@@ -183,7 +190,11 @@ async def rotate_secret(request: Request, principal: Caller, agency_id: AgencyId
         if row is None:
             raise _no_webhook(agency_id)
         now, secret = utcnow(), new_secret()
-        row.previous_secret, row.previous_secret_expires_at = row.secret, now + grace
+        # Every secret still in its grace period keeps signing: a receiver may
+        # not have caught up with the last rotation yet. At most five.
+        still_valid = [previous for previous in row.previous_secrets
+                       if as_utc(datetime.fromisoformat(previous["expires_at"])) > now]
+        row.previous_secrets = [{"secret": row.secret, "expires_at": (now + grace).isoformat()}, *still_valid][:5]
         row.secret, row.updated_at = secret, now
         session.add(row)
         session.flush()

@@ -7,11 +7,12 @@ import ipaddress
 import json
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 
 USER_AGENT = "caj-tracker-webhooks/1"
@@ -46,50 +47,87 @@ def check_url_form(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address: NAT64 (well-known and
+# local-use), IPv4-translated, IPv4-compatible.
+_CARRY_IPV4 = [ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")]
+
+
 def refused_address(address: str) -> bool:
     """Not a public address: private, loopback, link-local (cloud metadata),
-    shared, multicast, reserved or unspecified."""
+    shared, multicast, reserved or unspecified; for IPv6 also the IPv4
+    addresses carried inside it (mapped, compatible, NAT64, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if any(ip in prefix for prefix in _CARRY_IPV4) and int(ip) > 1:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(inner is not None and refused_address(str(inner)) for inner in embedded):
+            return True
+        if ip.is_site_local:
+            return True
     return not ip.is_global or ip.is_multicast
 
 
-class AddressGuard:
-    """Refuses webhook URLs whose host resolves to a non-public address,
-    unless private addresses are allowed (development). Checked when an
-    endpoint is registered and again before each delivery, as DNS can change;
-    answers are remembered for a minute."""
+def _literal_ip(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
 
-    def __init__(self, *, allow_private: bool, ttl_seconds: float = 60.0) -> None:
+
+class RefusedAddress(OSError):
+    """A webhook host resolved to an address we do not call."""
+
+
+class AddressGuard:
+    """Refuses webhook URLs whose host is or resolves to a non-public address,
+    unless private addresses are allowed (development).
+
+    `check` runs when an endpoint is registered. When sending, the resolver
+    (`resolver()`) checks the very addresses the connection then uses, so a
+    name cannot resolve to a public address for the check and to a private
+    one for the connection (DNS rebinding); literal IPs, which aiohttp does
+    not resolve, are checked by `check_literal`."""
+
+    def __init__(self, *, allow_private: bool) -> None:
         self.allow_private = allow_private
-        self.ttl_seconds = ttl_seconds
-        self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
     async def check(self, url: str) -> None:
         host, port = check_url_form(url)
         if self.allow_private:
             return
-        addresses = await self._addresses(host, port)
-        bad = [address for address in addresses if refused_address(address)]
-        if bad:
-            raise UnsafeWebhookUrl("webhook_url_not_public",
-                                   f"{host} resolves to {', '.join(sorted(set(bad)))}, which is not a public address.")
-
-    async def _addresses(self, host: str, port: int) -> list[str]:
-        now = time.monotonic()
-        cached = self._resolved.get((host, port))
-        if cached and cached[0] > now:
-            return cached[1]
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as error:
+        except (socket.gaierror, UnicodeError) as error:
             raise UnsafeWebhookUrl("webhook_url_unresolvable", f"{host} does not resolve: {error}") from error
-        addresses = [info[4][0] for info in infos]
-        if len(self._resolved) > 10_000:
-            self._resolved.clear()
-        self._resolved[(host, port)] = (now + self.ttl_seconds, addresses)
-        return addresses
+        bad = sorted({info[4][0] for info in infos if refused_address(info[4][0])})
+        if bad:
+            raise UnsafeWebhookUrl("webhook_url_not_public",
+                                   f"{host} resolves to {', '.join(bad)}, which is not a public address.")
+
+    def check_literal(self, url: str) -> None:
+        host, _port = check_url_form(url)
+        literal = _literal_ip(host)
+        if not self.allow_private and literal is not None and refused_address(literal):
+            raise UnsafeWebhookUrl("webhook_url_not_public", f"{literal} is not a public address.")
+
+    def resolver(self) -> AbstractResolver:
+        return DefaultResolver() if self.allow_private else _PublicOnlyResolver()
+
+
+class _PublicOnlyResolver(AbstractResolver):
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        infos = await self._inner.resolve(host, port, family)
+        bad = sorted({info["host"] for info in infos if refused_address(info["host"])})
+        if bad:
+            raise RefusedAddress(f"{host} resolves to {', '.join(bad)}, which is not a public address")
+        return infos
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 # -- what we send -----------------------------------------------------------------
