@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -28,7 +29,7 @@ from shared.events import InvalidEvent, from_kafka
 from shared.group_commit import GroupCommitWriter
 from shared.kafka import make_consumer
 from shared.logging import event_id_var
-from shared.messaging_models import ProcessedEvent
+from shared.messaging_models import ProcessedEvent, utcnow
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ Handler = Callable[[Session, CloudEvent], str | None]
 
 class PoisonMessage(Exception):
     """Raised by a handler for a record that can never be processed."""
+
+
+_INBOX = ProcessedEvent.__table__
+
+
+class _RunStopped(Exception):
+    """A run of records could not be applied together: `index` is the record
+    that stopped it (None: the inbox rows clashed), `error` its error (None:
+    not a valid event)."""
+
+    def __init__(self, index: int | None, error: Exception | None) -> None:
+        super().__init__(f"run stopped at record {index}: {error!r}")
+        self.index, self.error = index, error
 
 
 class AlreadyProcessed(Exception):
@@ -136,52 +150,99 @@ class IdempotentConsumer:
 
     async def _consume_together(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         """A partition's records, in order, in one shared transaction (one
-        commit for a backlog, not one per record). The first record that does
-        not apply cleanly ends the run and is taken on alone by `_consume`
-        (retries, waiting for the database, dead letters); then the rest go on."""
+        commit for a backlog, not one per record). A record that does not
+        apply cleanly undoes the run; the records before it are applied again
+        as a run, and it is taken on alone by `_consume` (retries, waiting for
+        the database, dead letters). Then the rest go on."""
         position = 0
         while position < len(records):
             run = records[position:]
-            outcomes, failure = await self.writer.run(lambda session: self._apply_run(session, run))
-            for record, outcome in zip(run, outcomes):
-                metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
-                self._uncommitted[partition] = record.offset + 1
-            position += len(outcomes)
-            if position < len(records):
-                record = records[position]
-                if isinstance(failure, PoisonMessage):
-                    await self._dead_letter(record, reason="rejected_by_handler", detail=str(failure))
+            try:
+                outcomes = await self.writer.run(lambda session: self._apply_run(session, run))
+            except _RunStopped as stopped:
+                if stopped.index is None:  # the inbox rows clashed: another replica is on these records
+                    await self._one_by_one(partition, run)
+                    return
+                if stopped.index > 0:
+                    prefix = run[:stopped.index]
+                    try:
+                        self._count(partition, prefix,
+                                    await self.writer.run(lambda session: self._apply_run(session, prefix)))
+                    except Exception:
+                        await self._one_by_one(partition, prefix)
+                record = run[stopped.index]
+                if isinstance(stopped.error, PoisonMessage):
+                    await self._dead_letter(record, reason="rejected_by_handler", detail=str(stopped.error))
                 else:
-                    # A handler error was its first attempt; waiting out the database is not one.
-                    failed = failure is not None and not isinstance(failure, DATABASE_UNAVAILABLE)
+                    # A handler error was its first attempt; waiting out the
+                    # database, or an invalid event, is not.
+                    failed = stopped.error is not None and not isinstance(stopped.error, DATABASE_UNAVAILABLE)
                     await self._consume(record, attempts_made=1 if failed else 0)
                 self._uncommitted[partition] = record.offset + 1
-                position += 1
+                position += stopped.index + 1
+                continue
+            except Exception:
+                # The database failed the run: one by one, which waits it out.
+                # (Skipping on would lose these records: the fetch position is past them.)
+                await self._one_by_one(partition, run)
+                return
+            self._count(partition, run, outcomes)
+            position += len(run)
 
-    def _apply_run(self, session: Session, records: list[ConsumerRecord]) -> tuple[list[str], Exception | None]:
-        """Apply records until one fails; each in a savepoint, so a failing one
-        leaves no trace. Returns the outcomes of those applied, and the error
-        that stopped the run (None for an invalid event, or the end)."""
-        outcomes: list[str] = []
+    async def _one_by_one(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         for record in records:
+            await self._consume(record)
+            self._uncommitted[partition] = record.offset + 1
+
+    def _count(self, partition: TopicPartition, records: list[ConsumerRecord], outcomes: list[str]) -> None:
+        for record, outcome in zip(records, outcomes):
+            metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+            self._uncommitted[partition] = record.offset + 1
+
+    def _apply_run(self, session: Session, records: list[ConsumerRecord]) -> list[str]:
+        """Apply every record, or raise _RunStopped (and the writer undoes
+        them all). Duplicates are found with one query and the inbox rows
+        written with one statement: this is the path a backlog takes."""
+        events = []
+        for index, record in enumerate(records):
             try:
-                event = from_kafka(key=record.key, value=record.value, headers=record.headers)
-            except InvalidEvent:
-                return outcomes, None
-            token = event_id_var.set(event.get_id())
-            savepoint = session.begin_nested()
-            try:
-                outcomes.append(self._apply_in(session, event, record))
-                savepoint.commit()
-            except AlreadyProcessed:
-                savepoint.rollback()
+                events.append(from_kafka(key=record.key, value=record.value, headers=record.headers))
+            except InvalidEvent as error:
+                raise _RunStopped(index, None) from error
+        connection = session.connection()
+        seen = {
+            (source, event_id) for source, event_id in connection.execute(
+                select(_INBOX.c.event_source, _INBOX.c.event_id)
+                .where(_INBOX.c.consumer_group == self.group_id,
+                       _INBOX.c.event_id.in_({event.get_id() for event in events}))
+            )
+        }
+        outcomes: list[str] = []
+        inbox_rows = []
+        now = utcnow()
+        for index, (record, event) in enumerate(zip(records, events)):
+            key = (event.get_source(), event.get_id())
+            if key in seen:
                 outcomes.append("duplicate")
+                continue
+            seen.add(key)
+            token = event_id_var.set(event.get_id())
+            try:
+                outcomes.append(self.handler(session, event) or "processed")
+                session.flush()
             except Exception as error:
-                savepoint.rollback()
-                return outcomes, error
+                raise _RunStopped(index, error) from error
             finally:
                 event_id_var.reset(token)
-        return outcomes, None
+            inbox_rows.append({"consumer_group": self.group_id, "event_source": key[0], "event_id": key[1],
+                               "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                               "processed_at": now})
+        if inbox_rows:
+            try:
+                connection.execute(insert(_INBOX), inbox_rows)
+            except IntegrityError as error:
+                raise _RunStopped(None, error) from error
+        return outcomes
 
     async def _consume(self, record: ConsumerRecord, *, attempts_made: int = 0) -> None:
         try:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 from sqlalchemy import insert
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from notifications_service import metrics
 from notifications_service.models import AgencyRow, DeliveryRow, NotificationRow, WebhookEndpointRow
@@ -18,6 +18,7 @@ from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.messaging_models import utcnow
 
 
+_ENDPOINTS = WebhookEndpointRow.__table__
 _INSERT_NOTIFICATION = insert(NotificationRow.__table__)
 _INSERT_DELIVERY = insert(DeliveryRow.__table__)
 _NEW_DELIVERY = {
@@ -45,8 +46,9 @@ def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterabl
         data = event.get_data() or {}
         recipients = recipients_for(rules, event.get_type(), data, agencies_of_country)
         endpoints = {
-            endpoint.agency_id: endpoint for endpoint in
-            session.exec(select(WebhookEndpointRow).where(col(WebhookEndpointRow.agency_id).in_(recipients))).all()
+            endpoint.agency_id: endpoint for endpoint in session.connection().execute(
+                select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled)
+                .where(_ENDPOINTS.c.agency_id.in_(recipients)))
         } if recipients else {}
         now = utcnow()
         event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC
