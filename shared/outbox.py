@@ -12,6 +12,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -54,6 +55,31 @@ def stage_new_event(
     """`stage_event(new_event(...))` without the SDK objects, for hot write paths."""
     event_id, envelope = envelope_json(type=type, source=source, subject=subject, data=data)
     return _stage(session, topic=topic, key=key, event_id=event_id, event_type=type, envelope=envelope)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    topic: str
+    key: str
+    type: str
+    source: str
+    subject: str | None
+    data: dict | None
+
+
+def stage_new_events(session: Session, events: list[NewEvent]) -> list[str]:
+    """`stage_new_event` for many events with one statement; returns their ids."""
+    if not events:
+        return []
+    now, rows = datetime.now(UTC), []
+    for event in events:
+        event_id, envelope = envelope_json(type=event.type, source=event.source, subject=event.subject,
+                                           data=event.data)
+        rows.append({"event_id": event_id, "topic": event.topic, "message_key": event.key,
+                     "event_type": event.type, "envelope": envelope, "created_at": now, "attempts": 0})
+    session.connection().execute(_INSERT_OUTBOX, rows)
+    session.info[_PENDING_FLAG] = True
+    return [row["event_id"] for row in rows]
 
 
 def _stage(session: Session, *, topic: str, key: str | None, event_id: str, event_type: str, envelope: str) -> str:

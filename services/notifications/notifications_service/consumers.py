@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlmodel import Session, select
 
 from notifications_service import metrics
@@ -19,6 +19,9 @@ from shared.messaging_models import utcnow
 
 
 _ENDPOINTS = WebhookEndpointRow.__table__
+# Statements built once: these run for every event.
+_ENDPOINTS_OF = select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled).where(
+    _ENDPOINTS.c.agency_id.in_(bindparam("agency_ids", expanding=True)))
 _INSERT_NOTIFICATION = insert(NotificationRow.__table__)
 _INSERT_DELIVERY = insert(DeliveryRow.__table__)
 _NEW_DELIVERY = {
@@ -46,9 +49,8 @@ def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterabl
         data = event.get_data() or {}
         recipients = recipients_for(rules, event.get_type(), data, agencies_of_country)
         endpoints = {
-            endpoint.agency_id: endpoint for endpoint in session.connection().execute(
-                select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled)
-                .where(_ENDPOINTS.c.agency_id.in_(recipients)))
+            endpoint.agency_id: endpoint
+            for endpoint in session.connection().execute(_ENDPOINTS_OF, {"agency_ids": recipients})
         } if recipients else {}
         now = utcnow()
         event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlmodel import Session
 
 from notifications_service import metrics
@@ -43,7 +43,7 @@ from shared.contracts.notifications import (
 )
 from shared.group_commit import GroupCommitWriter, call_after_commit
 from shared.messaging_models import as_utc, utcnow
-from shared.outbox import stage_new_event
+from shared.outbox import NewEvent, stage_new_events
 from shared.tasks import cancel_and_wait
 from shared.topics import NOTIFICATIONS_DEAD_LETTER, NOTIFICATIONS_DELIVERIES
 
@@ -120,6 +120,8 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task] = {}
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
+        self._unrecorded: list[tuple[Outcome, asyncio.Future]] = []
+        self._recording: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -234,13 +236,36 @@ class Dispatcher:
     async def _attempt(self, claimed: Claimed) -> None:
         try:
             outcome = await self._send(claimed)
-            await self.writer.run(lambda session: self._record(session, outcome))
+            await self._record_soon(outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
             log.exception("the outcome of delivery %s could not be recorded", claimed.delivery_id)
         finally:
             self._in_flight.pop(claimed.delivery_id, None)
             self._slot_freed.set()
+
+    async def _record_soon(self, outcome: "Outcome") -> None:
+        """Outcomes that end together are recorded together: one statement per
+        kind of row for the lot, instead of several per outcome."""
+        future = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((outcome, future))
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_pending(), name="record-outcomes")
+        await future
+
+    async def _record_pending(self) -> None:
+        while self._unrecorded:
+            batch, self._unrecorded = self._unrecorded, []
+            try:
+                await self.writer.run(lambda session: self._record(session, [outcome for outcome, _ in batch]))
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     async def _send(self, claimed: Claimed) -> Outcome:
         started = time.perf_counter()
@@ -283,81 +308,114 @@ class Dispatcher:
         return ended("failed", status, f"HTTP {status}", retry_after)
 
     # -- recording (inside the group commit) -------------------------------------------
-    def _record(self, session: Session, result: Outcome) -> None:
-        claimed, now = result.claimed, result.attempted_at
-        attempt = claimed.attempts + 1
-        failures = claimed.schedule_step + 1
-        values: dict = {"attempts": attempt, "lease_until": None, "last_status_code": result.status_code,
-                        "last_error": result.error, "last_attempt_at": now}
-        next_attempt_at = None
-        if result.outcome == "delivered":
-            values |= {"state": "delivered", "delivered_at": now, "next_attempt_at": None}
-        elif result.outcome in ("endpoint_gone", "endpoint_disabled"):
-            values |= {"state": "dead", "dead_at": now, "next_attempt_at": None, "schedule_step": failures}
-        else:
-            delay = retry_delay(self.settings.webhook_retry_schedule_seconds, failures,
-                                jitter=self.settings.webhook_retry_jitter, rng=self.rng)
-            if delay is not None and result.retry_after is not None:
-                delay = min(max(delay, result.retry_after), self.settings.webhook_retry_after_max_seconds)
-            if delay is None:
-                values |= {"state": "dead", "dead_at": now, "next_attempt_at": None, "schedule_step": failures}
-            else:
-                next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-                values |= {"next_attempt_at": next_attempt_at, "schedule_step": failures}
+    def _record(self, session: Session, results: list["Outcome"]) -> None:
         connection = session.connection()
-        # Only if still ours: a manual retry or another replica may have moved it.
-        updated = connection.execute(
-            update(_DELIVERIES).where(_DELIVERIES.c.id == claimed.delivery_id, _DELIVERIES.c.state == "pending",
-                                      _DELIVERIES.c.attempts == claimed.attempts).values(**values)
-        ).rowcount
-        if not updated:
-            log.warning("delivery %s changed while it was being attempted; outcome %s not recorded",
-                        claimed.delivery_id, result.outcome)
+        # Only outcomes for deliveries still as claimed: a manual retry or
+        # another replica may have moved one meanwhile.
+        current = {row.id: row.attempts for row in connection.execute(
+            _CURRENT_FOR_UPDATE if connection.dialect.name == "postgresql" else _CURRENT,
+            {"ids": [result.claimed.delivery_id for result in results]})}
+        updates, attempts, events, gone, counts = [], [], [], [], []
+        for result in results:
+            claimed = result.claimed
+            if current.get(claimed.delivery_id) != claimed.attempts:
+                log.warning("delivery %s changed while it was being attempted; outcome %s not recorded",
+                            claimed.delivery_id, result.outcome)
+                continue
+            values, next_attempt_at = self._next_state(result)
+            updates.append(values)
+            attempts.append({
+                "delivery_id": claimed.delivery_id, "attempt": values["b_attempts"], "outcome": result.outcome,
+                "status_code": result.status_code, "error": result.error, "duration_ms": result.duration_ms,
+                "attempted_at": result.attempted_at})
+            events.append(NewEvent(
+                topic=NOTIFICATIONS_DELIVERIES.name, key=claimed.delivery_id, type=DELIVERY_ATTEMPTED,
+                source=NOTIFICATIONS_SOURCE, subject=claimed.delivery_id, data=DeliveryAttempted(
+                    delivery_id=claimed.delivery_id, notification_id=claimed.notification_id,
+                    agency_id=claimed.agency_id, event_type=claimed.event_type, attempt=values["b_attempts"],
+                    outcome=result.outcome, status_code=result.status_code, error=result.error,
+                    duration_ms=result.duration_ms, attempted_at=result.attempted_at,
+                    next_attempt_at=next_attempt_at).model_dump(mode="json")))
+            dead = values["b_state"] == "dead"
+            if dead:
+                events.append(NewEvent(
+                    topic=NOTIFICATIONS_DEAD_LETTER.name, key=claimed.delivery_id, type=DELIVERY_DEAD,
+                    source=NOTIFICATIONS_SOURCE, subject=claimed.delivery_id, data=DeliveryDead(
+                        delivery_id=claimed.delivery_id, notification_id=claimed.notification_id,
+                        agency_id=claimed.agency_id, event_type=claimed.event_type, attempts=values["b_attempts"],
+                        last_status_code=result.status_code, last_error=result.error,
+                        dead_at=result.attempted_at).model_dump(mode="json")))
+            if result.outcome == "endpoint_gone":
+                gone.append({"b_agency_id": claimed.agency_id, "b_url": claimed.url,
+                             "b_updated_at": result.attempted_at})
+            latency = ((datetime.now(UTC) - claimed.event_time).total_seconds()
+                       if result.outcome == "delivered" else None)
+            counts.append((result.outcome, latency, dead))
+        if not updates:
             return
-        connection.execute(_INSERT_ATTEMPT, {
-            "delivery_id": claimed.delivery_id, "attempt": attempt, "outcome": result.outcome,
-            "status_code": result.status_code, "error": result.error, "duration_ms": result.duration_ms,
-            "attempted_at": now})
-        if result.outcome == "endpoint_gone":
+        connection.execute(_UPDATE_DELIVERY, updates)
+        connection.execute(_INSERT_ATTEMPT, attempts)
+        if gone:
             # Only the URL that answered 410: not one the agency registered meanwhile.
-            connection.execute(update(_ENDPOINTS).where(_ENDPOINTS.c.agency_id == claimed.agency_id,
-                                                        _ENDPOINTS.c.url == claimed.url)
-                               .values(enabled=False, disabled_reason="the receiver answered 410 Gone",
-                                       updated_at=now))
-        stage_new_event(session, topic=NOTIFICATIONS_DELIVERIES.name, key=claimed.delivery_id,
-                        type=DELIVERY_ATTEMPTED, source=NOTIFICATIONS_SOURCE, subject=claimed.delivery_id,
-                        data=DeliveryAttempted(
-                            delivery_id=claimed.delivery_id, notification_id=claimed.notification_id,
-                            agency_id=claimed.agency_id, event_type=claimed.event_type, attempt=attempt,
-                            outcome=result.outcome, status_code=result.status_code, error=result.error,
-                            duration_ms=result.duration_ms, attempted_at=now, next_attempt_at=next_attempt_at,
-                        ).model_dump(mode="json"))
-        dead = values.get("state") == "dead"
-        if dead:
-            stage_new_event(session, topic=NOTIFICATIONS_DEAD_LETTER.name, key=claimed.delivery_id,
-                            type=DELIVERY_DEAD, source=NOTIFICATIONS_SOURCE, subject=claimed.delivery_id,
-                            data=DeliveryDead(
-                                delivery_id=claimed.delivery_id, notification_id=claimed.notification_id,
-                                agency_id=claimed.agency_id, event_type=claimed.event_type, attempts=attempt,
-                                last_status_code=result.status_code, last_error=result.error, dead_at=now,
-                            ).model_dump(mode="json"))
-        outcome_label = result.outcome
-        latency = (datetime.now(UTC) - claimed.event_time).total_seconds() if outcome_label == "delivered" else None
+            connection.execute(_DISABLE_ENDPOINT, gone)
+        stage_new_events(session, events)
 
         def count() -> None:
-            metrics.DELIVERIES.labels(outcome_label).inc()
-            if latency is not None:
-                metrics.DELIVERY_LATENCY.observe(max(latency, 0.0))
-            if dead:
-                metrics.DEAD.inc()
+            for outcome, latency, dead in counts:
+                metrics.DELIVERIES.labels(outcome).inc()
+                if latency is not None:
+                    metrics.DELIVERY_LATENCY.observe(max(latency, 0.0))
+                if dead:
+                    metrics.DEAD.inc()
 
         call_after_commit(session, count)
+
+    def _next_state(self, result: "Outcome") -> tuple[dict, datetime | None]:
+        """The delivery's new columns (as _UPDATE_DELIVERY's parameters) and
+        when its next attempt is due."""
+        claimed, now = result.claimed, result.attempted_at
+        failures = claimed.schedule_step + 1
+        values = {"b_id": claimed.delivery_id, "b_claimed_attempts": claimed.attempts,
+                  "b_attempts": claimed.attempts + 1, "b_last_status_code": result.status_code,
+                  "b_last_error": result.error, "b_last_attempt_at": now, "b_state": "pending",
+                  "b_schedule_step": failures, "b_next_attempt_at": None, "b_delivered_at": None, "b_dead_at": None}
+        if result.outcome == "delivered":
+            return values | {"b_state": "delivered", "b_delivered_at": now,
+                             "b_schedule_step": claimed.schedule_step}, None
+        if result.outcome in ("endpoint_gone", "endpoint_disabled"):
+            return values | {"b_state": "dead", "b_dead_at": now}, None
+        delay = retry_delay(self.settings.webhook_retry_schedule_seconds, failures,
+                            jitter=self.settings.webhook_retry_jitter, rng=self.rng)
+        if delay is not None and result.retry_after is not None:
+            delay = min(max(delay, result.retry_after), self.settings.webhook_retry_after_max_seconds)
+        if delay is None:
+            return values | {"b_state": "dead", "b_dead_at": now}, None
+        next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+        return values | {"b_next_attempt_at": next_attempt_at}, next_attempt_at
 
 
 _DELIVERIES = DeliveryRow.__table__
 _NOTIFICATIONS = NotificationRow.__table__
 _ENDPOINTS = WebhookEndpointRow.__table__
 _INSERT_ATTEMPT = insert(DeliveryAttemptRow.__table__)
+# Statements built once: recording runs for every attempt.
+_CURRENT = select(_DELIVERIES.c.id, _DELIVERIES.c.attempts).where(
+    _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _DELIVERIES.c.state == "pending")
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_UPDATE_DELIVERY = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c.attempts == bindparam("b_claimed_attempts"))
+    .values(state=bindparam("b_state"), attempts=bindparam("b_attempts"),
+            schedule_step=bindparam("b_schedule_step"), next_attempt_at=bindparam("b_next_attempt_at"),
+            lease_until=None, last_status_code=bindparam("b_last_status_code"),
+            last_error=bindparam("b_last_error"), last_attempt_at=bindparam("b_last_attempt_at"),
+            delivered_at=bindparam("b_delivered_at"), dead_at=bindparam("b_dead_at"))
+)
+_DISABLE_ENDPOINT = (
+    update(_ENDPOINTS)
+    .where(_ENDPOINTS.c.agency_id == bindparam("b_agency_id"), _ENDPOINTS.c.url == bindparam("b_url"))
+    .values(enabled=False, disabled_reason="the receiver answered 410 Gone", updated_at=bindparam("b_updated_at"))
+)
 
 
 async def _drain(response: aiohttp.ClientResponse, limit: int = 65536) -> None:
