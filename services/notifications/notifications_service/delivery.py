@@ -117,7 +117,8 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._in_flight: dict[str, asyncio.Task] = {}
+        self._in_flight: dict[str, asyncio.Task] = {}  # sending or being recorded
+        self._sending = 0
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
         self._unrecorded: list[tuple[Outcome, asyncio.Future]] = []
@@ -162,7 +163,7 @@ class Dispatcher:
         while not self._stopping:
             # Claim only what can start at once: a claimed delivery is sent
             # straight away, well within its lease.
-            free = concurrency - len(self._in_flight)
+            free = concurrency - self._sending
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -175,6 +176,7 @@ class Dispatcher:
                 await asyncio.sleep(self.settings.delivery_poll_interval_seconds)
                 continue
             for delivery in claimed:
+                self._sending += 1
                 self._in_flight[delivery.delivery_id] = asyncio.create_task(
                     self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
             if claimed:
@@ -234,15 +236,20 @@ class Dispatcher:
         return as_utc(next_due) if next_due else None
 
     async def _attempt(self, claimed: Claimed) -> None:
+        # The slot is for sending; recording waits for a commit, and holding
+        # the slot meanwhile would leave the receiver idle.
         try:
-            outcome = await self._send(claimed)
+            try:
+                outcome = await self._send(claimed)
+            finally:
+                self._sending -= 1
+                self._slot_freed.set()
             await self._record_soon(outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
             log.exception("the outcome of delivery %s could not be recorded", claimed.delivery_id)
         finally:
             self._in_flight.pop(claimed.delivery_id, None)
-            self._slot_freed.set()
 
     async def _record_soon(self, outcome: "Outcome") -> None:
         """Outcomes that end together are recorded together: one statement per
