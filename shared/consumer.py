@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 # What a handler returns: "processed" (default) or "ignored" (e.g. an unknown type).
 Handler = Callable[[Session, CloudEvent], str | None]
+# A handler may also offer `handle_many(session, events) -> outcomes`: a
+# backlog is then applied a run at a time (one statement per kind of row,
+# not several per event). It must have the same effects as calling the
+# handler on each event in order.
+BatchHandler = Callable[[Session, list[CloudEvent]], list[str]]
 
 
 class PoisonMessage(Exception):
@@ -53,6 +58,11 @@ class _RunStopped(Exception):
     def __init__(self, index: int | None, error: Exception | None) -> None:
         super().__init__(f"run stopped at record {index}: {error!r}")
         self.index, self.error = index, error
+
+
+class _BatchFailed(Exception):
+    """`handle_many` failed for a run: which record failed is found by
+    applying the run again one handler call at a time."""
 
 
 class AlreadyProcessed(Exception):
@@ -84,6 +94,7 @@ class IdempotentConsumer:
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
+        self.handle_many: BatchHandler | None = getattr(handler, "handle_many", None)
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self.max_attempts = max_attempts
@@ -155,10 +166,14 @@ class IdempotentConsumer:
         as a run, and it is taken on alone by `_consume` (retries, waiting for
         the database, dead letters). Then the rest go on."""
         position = 0
+        batched = self.handle_many is not None
         while position < len(records):
             run = records[position:]
             try:
-                outcomes = await self.writer.run(lambda session: self._apply_run(session, run))
+                outcomes = await self.writer.run(lambda session: self._apply_run(session, run, batched=batched))
+            except _BatchFailed:
+                batched = False
+                continue
             except _RunStopped as stopped:
                 if stopped.index is None:  # the inbox rows clashed: another replica is on these records
                     await self._one_by_one(partition, run)
@@ -180,6 +195,7 @@ class IdempotentConsumer:
                     await self._consume(record, attempts_made=1 if failed else 0)
                 self._uncommitted[partition] = record.offset + 1
                 position += stopped.index + 1
+                batched = self.handle_many is not None
                 continue
             except Exception:
                 # The database failed the run: one by one, which waits it out.
@@ -199,10 +215,11 @@ class IdempotentConsumer:
             metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
             self._uncommitted[partition] = record.offset + 1
 
-    def _apply_run(self, session: Session, records: list[ConsumerRecord]) -> list[str]:
-        """Apply every record, or raise _RunStopped (and the writer undoes
-        them all). Duplicates are found with one query and the inbox rows
-        written with one statement: this is the path a backlog takes."""
+    def _apply_run(self, session: Session, records: list[ConsumerRecord], *, batched: bool = False) -> list[str]:
+        """Apply every record, or raise _RunStopped or _BatchFailed (and the
+        writer undoes them all). Duplicates are found with one query and the
+        inbox rows written with one statement: this is the path a backlog
+        takes. `batched`: the new events go to `handle_many` together."""
         events = []
         for index, record in enumerate(records):
             try:
@@ -218,6 +235,7 @@ class IdempotentConsumer:
             )
         }
         outcomes: list[str] = []
+        fresh: list[int] = []  # indexes of the events not processed before
         inbox_rows = []
         now = utcnow()
         for index, (record, event) in enumerate(zip(records, events)):
@@ -226,17 +244,29 @@ class IdempotentConsumer:
                 outcomes.append("duplicate")
                 continue
             seen.add(key)
-            token = event_id_var.set(event.get_id())
-            try:
-                outcomes.append(self.handler(session, event) or "processed")
-                session.flush()
-            except Exception as error:
-                raise _RunStopped(index, error) from error
-            finally:
-                event_id_var.reset(token)
+            fresh.append(index)
+            if batched:
+                outcomes.append("")  # filled in below
+            else:
+                token = event_id_var.set(event.get_id())
+                try:
+                    outcomes.append(self.handler(session, event) or "processed")
+                    session.flush()
+                except Exception as error:
+                    raise _RunStopped(index, error) from error
+                finally:
+                    event_id_var.reset(token)
             inbox_rows.append({"consumer_group": self.group_id, "event_source": key[0], "event_id": key[1],
                                "topic": record.topic, "partition": record.partition, "offset": record.offset,
                                "processed_at": now})
+        if batched and fresh:
+            try:
+                handled = self.handle_many(session, [events[index] for index in fresh])
+                session.flush()
+            except Exception as error:
+                raise _BatchFailed() from error
+            for index, outcome in zip(fresh, handled, strict=True):
+                outcomes[index] = outcome or "processed"
         if inbox_rows:
             try:
                 connection.execute(insert(_INBOX), inbox_rows)

@@ -67,3 +67,40 @@ def test_one_notification_per_event_and_recipient(database_url):
         assert recipients == ["coordinators", "jica", "jp-mofa", "tj-border-service"]
     finally:
         engine.dispose()
+
+
+def test_a_run_of_events_handled_together_makes_what_one_at_a_time_makes(database_url):
+    """`handle_many` (the consumer's path for a backlog) against the handler
+    called once per event, on the same events and the same directory."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    handler = make_handler(RULES, agencies_of)
+    events = [
+        new_event(type=OFFER_ACTIVATED, source=REQUESTS_SOURCE, subject="caj-2006-2-1-04", data={
+            "commitment_id": "caj-2006-2-1-04", "responsible_agencies": ["jica"],
+            "requesting_agency_id": "tj-border-service", "countries": ["TJ"]}),
+        new_event(type="org.caj-tracker.something.else.v1", source=REQUESTS_SOURCE, data={}),
+        new_event(type=OFFER_INTEREST_REGISTERED, source=REQUESTS_SOURCE, subject="caj-2006-2-3-01", data={
+            "commitment_id": "caj-2006-2-3-01", "required_countries": ["KZ", "TJ"]}),
+        new_event(type=REQUEST_STATUS_CHANGED, source=REQUESTS_SOURCE, subject="r-1", data={
+            "agency_id": "kg-mfa", "responsible_agencies": ["jica"]}),
+    ]
+
+    def made(session) -> list[tuple[str, str]]:
+        return sorted((row.event_id, row.recipient) for row in session.exec(select(NotificationRow)).all())
+
+    try:
+        with Session(engine) as session:
+            outcomes = handler.handle_many(session, events)
+            together = made(session)
+            session.rollback()
+        with Session(engine) as session:
+            one_at_a_time = [handler(session, event) for event in events]
+            assert made(session) == together
+            session.rollback()
+        assert outcomes == one_at_a_time == ["processed", "ignored", "processed", "processed"]
+        # Offer activated: jica, tj-border-service, coordinators. Interest:
+        # kz-mfa, tj-mfa, tj-border-service. Status changed: kg-mfa, coordinators.
+        assert len(together) == 8
+    finally:
+        engine.dispose()

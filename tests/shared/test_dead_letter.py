@@ -18,15 +18,16 @@ from tests.kafka_helpers import create_topic, effects, read_topic, test_metadata
 from tests.shared.test_inbox import wait_committed
 
 
-@pytest.mark.parametrize("shared_commits", [False, True], ids=["own-transactions", "group-commit"])
+@pytest.mark.parametrize("mode", ["own-transactions", "group-commit", "group-commit-batched"])
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carries_on(
-    kafka_bootstrap, topic_name, database_url, shared_commits
+    kafka_bootstrap, topic_name, database_url, mode
 ):
-    """With a group-commit writer a partition's records are applied together;
-    the outcome must be the same as one transaction per record."""
+    """With a group-commit writer a partition's records are applied together,
+    and with a batch handler (`handle_many`) handled together; the outcome
+    must be the same as one transaction per record."""
     upgrade("requests_service", database_url)
     engine = make_engine(database_url)
-    writer = GroupCommitWriter(engine) if shared_commits else None
+    writer = GroupCommitWriter(engine) if mode != "own-transactions" else None
     if writer is not None:
         writer.start()
     test_metadata.create_all(engine)
@@ -45,6 +46,20 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
         if data.get("crash"):
             raise KeyError("missing field")
         session.execute(insert(effects).values(event_id=event.get_id()))
+
+    batches: list[int] = []
+
+    def handle_many(session, events):
+        # Fails the whole batch on a bad event, without counting an attempt:
+        # the consumer must find that event by handling the run one by one.
+        batches.append(len(events))
+        if any(event.get_data().get("refuse") or event.get_data().get("crash") for event in events):
+            raise RuntimeError("a bad event in the batch")
+        session.execute(insert(effects), [{"event_id": event.get_id()} for event in events])
+        return ["processed"] * len(events)
+
+    if mode == "group-commit-batched":
+        handler.handle_many = handle_many
 
     consumer = IdempotentConsumer(
         engine=engine, bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic_name}", client_id="test",
@@ -74,6 +89,13 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_consumer_carr
         assert applied == {good_before.get_id(), good_after.get_id()}
         assert attempts[refused.get_id()] == 1, "a refused message is not retried"
         assert attempts[crashing.get_id()] == 3, "a failing handler is retried, then dead-lettered"
+        if mode == "group-commit-batched":
+            # Offset 1 stops the first run before any handling; [good_before]
+            # is applied alone; then [refused, crashing, good_after] fails as
+            # a batch, refused is found and dead-lettered, [crashing,
+            # good_after] fails, crashing is found, and [good_after] succeeds.
+            assert batches == [3, 2, 1]
+            assert good_after.get_id() not in attempts, "the last run went through handle_many"
 
         letters = await read_topic(kafka_bootstrap, dead_letters, until=lambda rs: len(rs) >= 3, timeout=20)
         assert len(letters) == 3

@@ -1,6 +1,7 @@
 """From events to notifications: one per (event, recipient), never two."""
 
 import uuid
+from collections import Counter
 from datetime import UTC
 from collections.abc import Callable, Iterable
 
@@ -31,58 +32,92 @@ _NEW_DELIVERY = {
 
 
 def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
-                 deliveries_created: Callable[[], None] = lambda: None):
-    """`identity_agencies(country)`: partner agencies of a country known to
-    identity. `deliveries_created()` is called once webhook deliveries are
-    committed (it wakes the dispatcher)."""
+                 deliveries_created: Callable[[], None] = lambda: None) -> "NotificationRouter":
+    return NotificationRouter(rules, identity_agencies, deliveries_created)
 
-    def handle_event(session: Session, event: CloudEvent) -> str:
-        if event.get_type() == COMMITMENT_PUBLISHED:
-            return _learn_agencies(session, event)
-        if event.get_type() not in rules.rules:
-            return "ignored"
+
+class NotificationRouter:
+    """The consumer's handler. `identity_agencies(country)`: partner agencies
+    of a country known to identity. `deliveries_created()` is called once
+    webhook deliveries are committed (it wakes the dispatcher).
+
+    A backlog goes through `handle_many`: one query for the recipients'
+    endpoints and one INSERT per table for the whole run."""
+
+    def __init__(self, rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
+                 deliveries_created: Callable[[], None]) -> None:
+        self.rules = rules
+        self.identity_agencies = identity_agencies
+        self.deliveries_created = deliveries_created
+
+    def __call__(self, session: Session, event: CloudEvent) -> str:
+        return self.handle_many(session, [event])[0]
+
+    def handle_many(self, session: Session, events: list[CloudEvent]) -> list[str]:
+        outcomes: list[str] = []
+        routed: list[tuple[int, CloudEvent, dict, list[str]]] = []  # (outcome index, event, data, recipients)
+        country_agencies: dict[str, set[str]] = {}
 
         def agencies_of_country(country: str) -> set[str]:
-            known = set(session.exec(select(AgencyRow.agency_id).where(AgencyRow.country == country)).all())
-            return known | set(identity_agencies(country))
+            if country not in country_agencies:
+                known = set(session.exec(select(AgencyRow.agency_id).where(AgencyRow.country == country)).all())
+                country_agencies[country] = known | set(self.identity_agencies(country))
+            return country_agencies[country]
 
-        data = event.get_data() or {}
-        recipients = recipients_for(rules, event.get_type(), data, agencies_of_country)
+        for event in events:
+            if event.get_type() == COMMITMENT_PUBLISHED:
+                outcomes.append(_learn_agencies(session, event))
+                country_agencies.clear()  # the directory just changed
+                continue
+            if event.get_type() not in self.rules.rules:
+                outcomes.append("ignored")
+                continue
+            data = event.get_data() or {}
+            recipients = recipients_for(self.rules, event.get_type(), data, agencies_of_country)
+            routed.append((len(outcomes), event, data, recipients))
+            outcomes.append("ignored")  # until a notification is made for it
+        every_recipient = {recipient for *_, recipients in routed for recipient in recipients}
         endpoints = {
             endpoint.agency_id: endpoint
-            for endpoint in session.connection().execute(_ENDPOINTS_OF, {"agency_ids": recipients})
-        } if recipients else {}
+            for endpoint in session.connection().execute(_ENDPOINTS_OF, {"agency_ids": list(every_recipient)})
+        } if every_recipient else {}
+
         now = utcnow()
-        event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC
-        notifications, deliveries = [], []
-        for recipient in recipients:
-            endpoint = endpoints.get(recipient)
-            if endpoint is not None and endpoint.event_types and event.get_type() not in endpoint.event_types:
-                continue  # the agency narrowed what it receives
-            notification_id = str(uuid.uuid4())
-            notifications.append({
-                "id": notification_id, "event_source": event.get_source(), "event_id": event.get_id(),
-                "event_type": event.get_type(), "subject": event.get_subject(), "recipient": recipient,
-                "payload": data, "event_time": event_time, "created_at": now, "acknowledged_at": None,
-            })
-            if endpoint is not None and endpoint.enabled:
-                deliveries.append(_NEW_DELIVERY | {
-                    "id": f"msg_{uuid.uuid4().hex}", "notification_id": notification_id, "agency_id": recipient,
-                    "event_type": event.get_type(), "next_attempt_at": now, "created_at": now,
+        notifications, deliveries, created = [], [], Counter()
+        for index, event, data, recipients in routed:
+            event_type = event.get_type()
+            event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC
+            for recipient in recipients:
+                endpoint = endpoints.get(recipient)
+                if endpoint is not None and endpoint.event_types and event_type not in endpoint.event_types:
+                    continue  # the agency narrowed what it receives
+                notification_id = str(uuid.uuid4())
+                notifications.append({
+                    "id": notification_id, "event_source": event.get_source(), "event_id": event.get_id(),
+                    "event_type": event_type, "subject": event.get_subject(), "recipient": recipient,
+                    "payload": data, "event_time": event_time, "created_at": now, "acknowledged_at": None,
                 })
+                created[event_type] += 1
+                outcomes[index] = "processed"
+                if endpoint is not None and endpoint.enabled:
+                    deliveries.append(_NEW_DELIVERY | {
+                        "id": f"msg_{uuid.uuid4().hex}", "notification_id": notification_id, "agency_id": recipient,
+                        "event_type": event_type, "next_attempt_at": now, "created_at": now,
+                    })
         # Plain INSERTs, not ORM objects: this runs for every event.
         connection = session.connection()
         if notifications:
             connection.execute(_INSERT_NOTIFICATION, notifications)
         if deliveries:
             connection.execute(_INSERT_DELIVERY, deliveries)
-            call_after_commit(session, deliveries_created)
-        counter = metrics.NOTIFICATIONS_CREATED.labels(event.get_type())
-        created = len(notifications)
-        call_after_commit(session, lambda: counter.inc(created))
-        return "processed" if created else "ignored"
+            call_after_commit(session, self.deliveries_created)
+        if created:
+            def count() -> None:
+                for event_type, number in created.items():
+                    metrics.NOTIFICATIONS_CREATED.labels(event_type).inc(number)
 
-    return handle_event
+            call_after_commit(session, count)
+        return outcomes
 
 
 def _learn_agencies(session: Session, event: CloudEvent) -> str:

@@ -117,8 +117,9 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
-        self._in_flight: dict[str, asyncio.Task] = {}  # sending or being recorded
-        self._sending = 0
+        self._in_flight: dict[str, asyncio.Task] = {}  # claimed, until recorded
+        self._unsent = 0  # claimed and not yet sent: waiting for a slot or being sent
+        self._send_slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
         self._unrecorded: list[tuple[Outcome, asyncio.Future]] = []
@@ -159,12 +160,16 @@ class Dispatcher:
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
+        # Claim up to one round ahead of the sends, so that a send slot never
+        # waits for a claim to commit; a delivery waits at most one round of
+        # attempts for its slot, which the lease allows for.
         concurrency = self.settings.delivery_concurrency
+        most_unsent = 2 * concurrency
         while not self._stopping:
-            # Claim only what can start at once: a claimed delivery is sent
-            # straight away, well within its lease.
-            free = concurrency - self._sending
-            if free <= 0:
+            free = most_unsent - self._unsent
+            # While some claimed deliveries still wait for a slot, claim in
+            # handfuls rather than one by one.
+            if free <= 0 or (free < concurrency // 2 and self._unsent > concurrency):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -176,7 +181,7 @@ class Dispatcher:
                 await asyncio.sleep(self.settings.delivery_poll_interval_seconds)
                 continue
             for delivery in claimed:
-                self._sending += 1
+                self._unsent += 1
                 self._in_flight[delivery.delivery_id] = asyncio.create_task(
                     self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
             if claimed:
@@ -195,7 +200,8 @@ class Dispatcher:
         PostgreSQL replicas skip each other's rows), then load what sending
         them needs."""
         now = utcnow()
-        lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
+        # Long enough for a round of attempts before this one and this one.
+        lease = now + timedelta(seconds=2 * self.settings.webhook_timeout_seconds + 30)
         due = (
             select(_DELIVERIES.c.id)
             .where(_DELIVERIES.c.state == "pending", _DELIVERIES.c.next_attempt_at <= now,
@@ -240,9 +246,10 @@ class Dispatcher:
         # the slot meanwhile would leave the receiver idle.
         try:
             try:
-                outcome = await self._send(claimed)
+                async with self._send_slots:
+                    outcome = await self._send(claimed)
             finally:
-                self._sending -= 1
+                self._unsent -= 1
                 self._slot_freed.set()
             await self._record_soon(outcome)
         except Exception:
