@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, insert, update
+from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy.engine import Row
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select, text
 
@@ -39,7 +40,15 @@ _wakers: "weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]]" = weakref
 _RELAY_LOCK_ID = 4_206_2006
 
 
-_INSERT_OUTBOX = insert(OutboxMessage.__table__)
+_OUTBOX = OutboxMessage.__table__
+_INSERT_OUTBOX = insert(_OUTBOX)
+_PENDING = (
+    select(_OUTBOX.c.id, _OUTBOX.c.event_id, _OUTBOX.c.topic, _OUTBOX.c.message_key, _OUTBOX.c.event_type,
+           _OUTBOX.c.envelope)
+    .where(_OUTBOX.c.published_at.is_(None))
+    .order_by(_OUTBOX.c.id)
+    .limit(bindparam("limit"))
+)
 
 
 def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> str:
@@ -245,15 +254,10 @@ class OutboxRelay:
             raise RuntimeError(f"outbox row {row.id} ({row.event_type}) was not published: {error!r}") from error
         return len(sent)
 
-    def _load_pending(self) -> list[OutboxMessage]:
-        with Session(self.read_engine, expire_on_commit=False) as session:
-            statement = (
-                select(OutboxMessage)
-                .where(col(OutboxMessage.published_at).is_(None))
-                .order_by(col(OutboxMessage.id))
-                .limit(self.batch_size)
-            )
-            return list(session.exec(statement).all())
+    def _load_pending(self) -> list[Row]:
+        # Plain rows, not ORM objects: every event the service emits passes here.
+        with self.read_engine.connect() as connection:
+            return list(connection.execute(_PENDING, {"limit": self.batch_size}))
 
     def _mark_published(self, ids: list[int | None]) -> None:
         with Session(self.engine) as session:

@@ -107,13 +107,26 @@ class AddressGuard:
                                    f"{host} resolves to {', '.join(bad)}, which is not a public address.")
 
     def check_literal(self, url: str) -> None:
-        host, _port = check_url_form(url)
-        literal = _literal_ip(host)
-        if not self.allow_private and literal is not None and refused_address(literal):
-            raise UnsafeWebhookUrl("webhook_url_not_public", f"{literal} is not a public address.")
+        refusal = _literal_refusal(url, self.allow_private)
+        if refusal is not None:
+            raise UnsafeWebhookUrl(*refusal)
 
     def resolver(self) -> AbstractResolver:
         return DefaultResolver() if self.allow_private else _PublicOnlyResolver()
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_refusal(url: str, allow_private: bool) -> tuple[str, str] | None:
+    """(reason, detail) when `url` may not be called; cached, as it is asked
+    before every attempt and a URL's answer never changes."""
+    try:
+        host, _port = check_url_form(url)
+    except UnsafeWebhookUrl as error:
+        return error.reason, error.detail
+    literal = _literal_ip(host)
+    if not allow_private and literal is not None and refused_address(literal):
+        return "webhook_url_not_public", f"{literal} is not a public address."
+    return None
 
 
 class _PublicOnlyResolver(AbstractResolver):
