@@ -10,18 +10,15 @@
 import os
 import socket
 import subprocess
-import time
 import uuid
-import warnings
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from shared.settings import REPO_ROOT
+from tests.databases import POSTGRES_URL, database_backends, empty_database
 
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
 
 
 def free_port() -> int:
@@ -85,8 +82,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "postgres_database_url" in metafunc.fixturenames:
         metafunc.parametrize("database_backend", ["postgresql"], scope="function")
     elif "database_url" in metafunc.fixturenames:
-        backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
-        metafunc.parametrize("database_backend", backends, scope="function")
+        metafunc.parametrize("database_backend", database_backends(), scope="function")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -117,33 +113,8 @@ def postgres_database_url(database_url: str) -> str:
 @pytest.fixture
 def database_url(database_backend: str, tmp_path) -> str:
     """An empty database on the given backend, dropped afterwards."""
-    if database_backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
-        return
-    name = f"caj_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = sqlalchemy.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with empty_database(database_backend, tmp_path) as url:
         yield url
-    finally:
-        _drop_database(admin, name)
-        admin.dispose()
-
-
-def _drop_database(admin, name: str) -> None:
-    """Cleanup: a few tries (a backend may still be leaving), then a warning
-    rather than a failure of the test that used the database."""
-    for attempt in range(5):
-        try:
-            with admin.connect() as connection:
-                connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            return
-        except sqlalchemy.exc.DBAPIError as error:
-            last_error = error
-            time.sleep(0.5 * (attempt + 1))
-    warnings.warn(f"could not drop test database {name}: {last_error}")
 
 
 @pytest.fixture

@@ -69,6 +69,14 @@ class ServiceProcess:
         except FileNotFoundError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown of any kind, as when a machine dies."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

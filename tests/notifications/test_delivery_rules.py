@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from notifications_service.config import PRODUCTION_RETRY_SCHEDULE, NotificationsSettings
-from notifications_service.delivery import parse_retry_after, retry_delay
+from notifications_service.delivery import Claimed, parse_retry_after, retry_delay, send_attempt, webhook_client
 from notifications_service.webhooks import (
     AddressGuard,
     UnsafeWebhookUrl,
@@ -18,6 +18,7 @@ from notifications_service.webhooks import (
     sign,
     webhook_body,
 )
+from tests.notifications.receiver import Receiver, Reply
 
 
 def test_the_schedule_runs_out_after_its_last_delay():
@@ -100,3 +101,44 @@ def test_signatures_verify_with_the_standardwebhooks_package():
     stale = sign(delivery_id="msg_1", body=body, secrets_in_use=[secret], now=datetime.now(UTC) - timedelta(hours=1))
     with pytest.raises(Exception, match="too old"):
         Webhook(secret).verify(body, stale.headers)
+
+
+def _claimed(url: str) -> Claimed:
+    return Claimed(delivery_id="msg_send_test", notification_id="n-1", agency_id="tj-send-test",
+                   event_type="org.caj-tracker.requests.request.status-changed.v1",
+                   event_time=datetime.now(UTC), attempts=0, schedule_step=0, body=b'{"type": "t"}',
+                   url=url, secrets_in_use=(new_secret(),))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["literal", "name"])
+async def test_a_private_address_is_refused_when_sending_and_nothing_is_sent(host):
+    """Registration checks the URL; the attempt checks it again, the name at
+    connection time (an address that changed since, DNS rebinding), and
+    nothing reaches the receiver. With private addresses allowed, the same
+    attempt is delivered."""
+    settings = NotificationsSettings(webhook_allow_private_addresses=False, webhook_timeout_seconds=5)
+    with Receiver() as receiver:
+        url = receiver.script("/private").replace("127.0.0.1", host)
+        refusing = AddressGuard(allow_private=False)
+        async with webhook_client(settings, refusing) as client:
+            outcome = await send_attempt(client, refusing, _claimed(url), timeout=5)
+        assert outcome.outcome == "refused_address" and outcome.status_code is None
+        assert "not a public address" in outcome.error
+        assert receiver.received("/private") == []
+
+        allowing = AddressGuard(allow_private=True)
+        async with webhook_client(settings, allowing) as client:
+            outcome = await send_attempt(client, allowing, _claimed(url), timeout=5)
+        assert outcome.outcome == "delivered" and outcome.status_code == 200
+        assert len(receiver.received("/private")) == 1
+
+
+async def test_redirects_are_not_followed():
+    settings = NotificationsSettings(webhook_allow_private_addresses=True, webhook_timeout_seconds=5)
+    guard = AddressGuard(allow_private=True)
+    with Receiver() as receiver:
+        url = receiver.script("/moved", Reply(307, {"Location": receiver.base_url + "/elsewhere"}))
+        async with webhook_client(settings, guard) as client:
+            outcome = await send_attempt(client, guard, _claimed(url), timeout=5)
+        assert outcome.outcome == "failed" and outcome.status_code == 307
+        assert receiver.received("/elsewhere") == []

@@ -24,6 +24,10 @@ class NotificationsSettings(ServiceSettings):
     webhook_retry_after_max_seconds: float = Field(default=86400.0, gt=0)
     # An attempt that has not answered by then has failed.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A claimed delivery is leased for two timeouts (one waiting for a send
+    # slot, one sending) plus this margin. If the service dies mid-attempt,
+    # the delivery is sent again, with the same webhook-id, once it runs out.
+    webhook_lease_margin_seconds: float = Field(default=30.0, gt=0)
     # After a rotation the old secret still signs (a second signature) this long.
     webhook_secret_grace_seconds: float = Field(default=86400.0, ge=0)
     # Private, loopback and link-local addresses are refused unless this is on

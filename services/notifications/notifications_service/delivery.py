@@ -104,6 +104,62 @@ class Outcome:
     retry_after: float | None = None
 
 
+def webhook_client(settings: NotificationsSettings, guard: AddressGuard) -> aiohttp.ClientSession:
+    """The dispatcher's HTTP client. aiohttp, not httpx: at 64 concurrent
+    requests httpx managed about 260 POSTs/s here, aiohttp about 10,000
+    (BENCHMARKS.md). Its total timeout bounds a whole attempt, however slowly
+    the receiver trickles its answer; its resolver refuses private addresses
+    unless they are allowed, at connection time (no DNS rebinding)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.delivery_concurrency, resolver=guard.resolver()),
+        timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds),
+        headers={"user-agent": USER_AGENT}, auto_decompress=False,
+    )
+
+
+async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claimed: Claimed, *,
+                       timeout: float) -> Outcome:
+    """One attempt; whatever happens, an outcome (never an exception)."""
+    started = time.perf_counter()
+    attempted_at = utcnow()
+
+    def ended(outcome: str, status: int | None = None, error: str | None = None,
+              retry_after: float | None = None) -> Outcome:
+        return Outcome(claimed, outcome, status, error, round((time.perf_counter() - started) * 1000, 2),
+                       attempted_at, retry_after)
+
+    if claimed.url is None:
+        return ended("endpoint_disabled", error="the agency has no enabled webhook endpoint")
+    try:
+        guard.check_literal(claimed.url)
+    except UnsafeWebhookUrl as error:
+        return ended("refused_address", error=error.detail[:500])
+    signed = sign(delivery_id=claimed.delivery_id, body=claimed.body, secrets_in_use=list(claimed.secrets_in_use))
+    try:
+        # Redirects are not followed: the checked URL is the one called.
+        async with client.post(claimed.url, data=signed.body, headers=signed.headers,
+                               allow_redirects=False) as response:
+            status = response.status
+            retry_after_header = response.headers.get("retry-after")
+            await _drain(response)
+    except TimeoutError:
+        return ended("failed", error=f"timeout after {timeout:g} s")
+    except aiohttp.ClientConnectorError as error:
+        if isinstance(error.os_error, RefusedAddress):
+            return ended("refused_address", error=str(error.os_error)[:500])
+        return ended("failed", error=f"{type(error).__name__}: {error}"[:500])
+    except Exception as error:  # a bad URL, a broken answer: a failure like any other, never a lost attempt
+        return ended("failed", error=f"{type(error).__name__}: {error}"[:500])
+    if 200 <= status < 300:
+        return ended("delivered", status)
+    if status == 410:
+        return ended("endpoint_gone", status, "the receiver answered 410 Gone")
+    retry_after = None
+    if status in (429, 503):
+        retry_after = parse_retry_after(retry_after_header, now=datetime.now(UTC))
+    return ended("failed", status, f"HTTP {status}", retry_after)
+
+
 class Dispatcher:
     def __init__(self, *, engine, read_engine, writer: GroupCommitWriter, settings: NotificationsSettings,
                  rng: random.Random | None = None) -> None:
@@ -128,15 +184,7 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        # aiohttp, not httpx, for this client: at 64 concurrent requests httpx
-        # managed about 260 POSTs/s here, aiohttp about 10,000 (BENCHMARKS.md).
-        # Its total timeout bounds a whole attempt, however slowly the
-        # receiver trickles its answer.
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.settings.delivery_concurrency, resolver=self.guard.resolver()),
-            timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds),
-            headers={"user-agent": USER_AGENT}, auto_decompress=False,
-        )
+        self._client = webhook_client(self.settings, self.guard)
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
@@ -200,8 +248,8 @@ class Dispatcher:
         PostgreSQL replicas skip each other's rows), then load what sending
         them needs."""
         now = utcnow()
-        # Long enough for a round of attempts before this one and this one.
-        lease = now + timedelta(seconds=2 * self.settings.webhook_timeout_seconds + 30)
+        lease = now + timedelta(
+            seconds=2 * self.settings.webhook_timeout_seconds + self.settings.webhook_lease_margin_seconds)
         due = (
             select(_DELIVERIES.c.id)
             .where(_DELIVERIES.c.state == "pending", _DELIVERIES.c.next_attempt_at <= now,
@@ -282,44 +330,7 @@ class Dispatcher:
                         future.set_result(None)
 
     async def _send(self, claimed: Claimed) -> Outcome:
-        started = time.perf_counter()
-        attempted_at = utcnow()
-
-        def ended(outcome: str, status: int | None = None, error: str | None = None,
-                  retry_after: float | None = None) -> Outcome:
-            return Outcome(claimed, outcome, status, error, round((time.perf_counter() - started) * 1000, 2),
-                           attempted_at, retry_after)
-
-        if claimed.url is None:
-            return ended("endpoint_disabled", error="the agency has no enabled webhook endpoint")
-        try:
-            self.guard.check_literal(claimed.url)
-        except UnsafeWebhookUrl as error:
-            return ended("refused_address", error=error.detail[:500])
-        signed = sign(delivery_id=claimed.delivery_id, body=claimed.body, secrets_in_use=list(claimed.secrets_in_use))
-        try:
-            # Redirects are not followed: the checked URL is the one called.
-            async with self._client.post(claimed.url, data=signed.body, headers=signed.headers,
-                                         allow_redirects=False) as response:
-                status = response.status
-                retry_after_header = response.headers.get("retry-after")
-                await _drain(response)
-        except TimeoutError:
-            return ended("failed", error=f"timeout after {self.settings.webhook_timeout_seconds:g} s")
-        except aiohttp.ClientConnectorError as error:
-            if isinstance(error.os_error, RefusedAddress):
-                return ended("refused_address", error=str(error.os_error)[:500])
-            return ended("failed", error=f"{type(error).__name__}: {error}"[:500])
-        except Exception as error:  # a bad URL, a broken answer: a failure like any other, never a lost attempt
-            return ended("failed", error=f"{type(error).__name__}: {error}"[:500])
-        if 200 <= status < 300:
-            return ended("delivered", status)
-        if status == 410:
-            return ended("endpoint_gone", status, "the receiver answered 410 Gone")
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(retry_after_header, now=datetime.now(UTC))
-        return ended("failed", status, f"HTTP {status}", retry_after)
+        return await send_attempt(self._client, self.guard, claimed, timeout=self.settings.webhook_timeout_seconds)
 
     # -- recording (inside the group commit) -------------------------------------------
     def _record(self, session: Session, results: list["Outcome"]) -> None:
