@@ -5,13 +5,15 @@ concurrency (the ceiling for this client and receiver on this machine).
 
 The service consumes each event (one notification for the agency, one for the
 coordinators, one webhook delivery), signs and sends the delivery, and records
-its outcome with an event on `notifications.deliveries`, all on SQLite with
-`synchronous=FULL`. The broker, the service and the receivers share the
+its outcome with an event on `notifications.deliveries`, on SQLite with
+`synchronous=FULL` (or PostgreSQL with `--postgres`). The broker, the
+service (or `--replicas` of it), the database and the receivers share the
 machine.
 
 Goal (issue 5): at least 2,000 deliveries per second for a 20,000-event backlog.
 
 Usage: .venv/bin/python -m bench.notifications_drain [--events 20000] [--concurrency 64]
+       [--postgres postgresql+psycopg://caj:caj@127.0.0.1:54329/caj] [--replicas 2]
 """
 
 import argparse
@@ -19,16 +21,17 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import sqlalchemy
 import httpx
 import uvloop
 from aiokafka import AIOKafkaProducer
@@ -106,10 +109,31 @@ async def bare_client(url: str, count: int, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
+def fresh_database(postgres: str | None, scratch: Path) -> tuple[str, Callable[[], None]]:
+    """A new database's URL, and how to drop it."""
+    if postgres is None:
+        return f"sqlite:///{scratch / 'notifications.sqlite3'}", lambda: None
+    name = f"caj_bench_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return sqlalchemy.engine.make_url(postgres).set(database=name).render_as_string(hide_password=False), drop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--postgres", metavar="URL",
+                        help="a PostgreSQL server to use instead of SQLite (a fresh database is made on it)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="service processes sharing the database (they split the topic's partitions)")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-notifications-"))
@@ -117,9 +141,9 @@ def main() -> None:
                      KAFKA_DATA_DIR=str(scratch / "kafka"), KAFKA_FRESH="1")
     bootstrap = subprocess.run(["bash", str(KAFKA), "start"], env=kafka_env, check=True, capture_output=True,
                                text=True).stdout.strip()
-    database = scratch / "notifications.sqlite3"
-    port = free_port()
-    env = dict(os.environ, NOTIFICATIONS_DATABASE_URL=f"sqlite:///{database}",
+    database_url, drop_database = fresh_database(args.postgres, scratch)
+    ports = [free_port() for _ in range(args.replicas)]
+    env = dict(os.environ, NOTIFICATIONS_DATABASE_URL=database_url,
                NOTIFICATIONS_KAFKA_BOOTSTRAP_SERVERS=bootstrap, NOTIFICATIONS_LOG_LEVEL="WARNING",
                NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true",
                NOTIFICATIONS_DELIVERY_CONCURRENCY=str(args.concurrency),
@@ -129,16 +153,16 @@ def main() -> None:
     receiver_ports = {"service": free_port(), "bare": free_port()}
     receivers = [serve("bench.webhook_receiver:app", receiver_port, env, scratch / f"receiver-{name}.log")
                  for name, receiver_port in receiver_ports.items()]
-    service = None
+    services: list[subprocess.Popen] = []
     try:
         for receiver_port in receiver_ports.values():
             wait_until(lambda p=receiver_port: httpx.get(f"http://127.0.0.1:{p}/stats").status_code == 200, 30,
                        "a receiver")
         # 1. Register the agency's webhook, then stop the service.
         _record, key, _ = asyncio.run(create_key(bootstrap, role="partner", agency_id=AGENCY, country="TJ"))
-        service = start_service(env, port, scratch / "service.log")
+        service = start_service(env, ports[0], scratch / "service.log")
         hook = f"http://127.0.0.1:{receiver_ports['service']}/hook"
-        registered = httpx.put(f"http://127.0.0.1:{port}/v1/agencies/{AGENCY}/webhook", json={"url": hook},
+        registered = httpx.put(f"http://127.0.0.1:{ports[0]}/v1/agencies/{AGENCY}/webhook", json={"url": hook},
                                headers={"Authorization": f"Bearer {key}"})
         assert registered.status_code == 201, registered.text
         stop(service)
@@ -148,29 +172,33 @@ def main() -> None:
         print(f"backlog of {args.events} events produced in {time.perf_counter() - started:.1f} s")
         # 3. Start the service and time the drain.
         spawned = time.time()
-        service = start_service(env, port, scratch / "service.log")
+        services = [start_service(env, port, scratch / f"service-{number}.log") for number, port in enumerate(ports)]
         stats_url = f"http://127.0.0.1:{receiver_ports['service']}/stats"
         wait_until(lambda: httpx.get(stats_url).json()["unique_ids"] >= args.events, 900, "the drain")
         stats = httpx.get(stats_url).json()
         time.sleep(1.0)
-        with sqlite3.connect(database) as connection:
-            delivered = connection.execute(
-                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").fetchone()[0]
+        engine = sqlalchemy.create_engine(database_url)
+        with engine.connect() as connection:
+            delivered = connection.execute(sqlalchemy.text(
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")).scalar()
+        engine.dispose()
         # 4. The bare client, same receiver code, same concurrency.
         bare_seconds = uvloop.run(bare_client(f"http://127.0.0.1:{receiver_ports['bare']}/hook", args.events,
                                                args.concurrency))
     finally:
-        if service is not None and service.poll() is None:
-            stop(service)
+        for service in services:
+            if service.poll() is None:
+                stop(service)
         for receiver in receivers:
             receiver.send_signal(signal.SIGTERM)
             receiver.wait(timeout=30)
         subprocess.run(["bash", str(KAFKA), "stop"], env=kafka_env, check=False, stderr=subprocess.DEVNULL)
+        drop_database()
 
     drain_seconds = stats["last"] - stats["first"]
     service_rate = args.events / drain_seconds
     bare_rate = args.events / bare_seconds
-    print(json.dumps({"events": args.events, "concurrency": args.concurrency,
+    print(json.dumps({"events": args.events, "concurrency": args.concurrency, "replicas": args.replicas,
                       "received": stats["requests"], "unique_webhook_ids": stats["unique_ids"],
                       "delivered_rows": delivered}))
     print(f"service: {service_rate:,.0f} deliveries/s (first to last delivery {drain_seconds:.1f} s; "

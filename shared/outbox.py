@@ -8,12 +8,14 @@ it can never lose one, because a row is marked only after the broker acked it.
 """
 
 import asyncio
+import fcntl
 import logging
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import IO
 
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.v1.event import CloudEvent
@@ -155,6 +157,7 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._leader_connection: Connection | None = None
+        self._leader_file: IO | None = None
         # Leadership is taken in a worker thread that a cancelled task does not
         # stop: the lock and flag keep a late acquisition from outliving stop().
         self._leadership_lock = threading.Lock()
@@ -283,15 +286,31 @@ class OutboxRelay:
 
     # -- one publisher per database -----------------------------------------
     def _hold_leadership(self) -> bool:
-        """On PostgreSQL several replicas share one outbox; a session advisory
-        lock makes one of them the publisher so per-key order holds. SQLite
-        belongs to one process, so there is nothing to elect."""
-        if is_sqlite(str(self.engine.url)):
-            return True
+        """Several replicas may share one outbox; one of them publishes, so
+        per-key order holds and nothing goes out twice. On PostgreSQL a
+        session advisory lock elects it; on SQLite, whose replicas share a
+        machine, an exclusive lock on a file beside the database. Either lock
+        goes with its holder if the process dies."""
         with self._leadership_lock:
             if self._stopped:
                 return False
+            if is_sqlite(str(self.engine.url)):
+                return self._hold_file_leadership_locked()
             return self._hold_leadership_locked()
+
+    def _hold_file_leadership_locked(self) -> bool:
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return True  # a private database: nobody else can reach it
+        if self._leader_file is None:
+            lock_file = open(f"{database}.relay-lock", "a")  # noqa: SIM115 (held open while leading)
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock_file.close()
+                return False
+            self._leader_file = lock_file
+        return True
 
     def _hold_leadership_locked(self) -> bool:
         if self._leader_connection is not None:
@@ -315,6 +334,9 @@ class OutboxRelay:
             self._release_leadership_locked()
 
     def _release_leadership_locked(self) -> None:
+        lock_file, self._leader_file = self._leader_file, None
+        if lock_file is not None:
+            lock_file.close()  # closing releases the lock
         connection, self._leader_connection = self._leader_connection, None
         if connection is None:
             return

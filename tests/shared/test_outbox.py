@@ -111,9 +111,13 @@ async def test_crash_between_send_and_mark_repeats_the_event_but_the_effect_happ
     crashing.start()
     crash = await asyncio.wait_for(asyncio.gather(crashing._task, return_exceptions=True), timeout=30)
     assert isinstance(crash[0], RelayCrashed)
+    # A dead process's database connection and files close, releasing its publisher lock.
     if crashing._leader_connection is not None:
-        # A dead process's database connection closes, releasing its publisher lock.
         crashing._leader_connection.invalidate()
+        crashing._leader_connection = None
+    if crashing._leader_file is not None:
+        crashing._leader_file.close()
+        crashing._leader_file = None
     with Session(engine) as session:
         assert session.exec(select(OutboxMessage.published_at)).one()[0] is None, "row must still be unpublished"
 
@@ -152,19 +156,21 @@ async def test_crash_between_send_and_mark_repeats_the_event_but_the_effect_happ
         engine.dispose()
 
 
-async def test_on_postgresql_one_relay_publishes_and_another_takes_over(
-    kafka_bootstrap, topic_name, postgres_database_url
-):
-    """Several replicas share one PostgreSQL outbox: an advisory lock makes one
-    of them the publisher, so per-key order holds; when it stops, another
-    takes over."""
-    database_url = postgres_database_url
+def _leads(relay: OutboxRelay) -> bool:
+    return relay._leader_connection is not None or relay._leader_file is not None
+
+
+async def test_one_relay_publishes_and_another_takes_over(kafka_bootstrap, topic_name, database_url):
+    """Several replicas share one outbox: a lock (an advisory lock on
+    PostgreSQL, a file lock beside a SQLite database) makes one of them the
+    publisher, so per-key order holds and nothing goes out twice; when it
+    stops, another takes over. Each relay has its own engine, as replicas do."""
     upgrade("catalog_service", database_url)
-    engine = make_engine(database_url)
+    engine, other_engine = make_engine(database_url), make_engine(database_url)
     await create_topic(kafka_bootstrap, topic_name, partitions=1)
     producer = await _started_producer(kafka_bootstrap)
     first = OutboxRelay(engine=engine, producer=producer, poll_interval=0.2)
-    second = OutboxRelay(engine=engine, producer=producer, poll_interval=0.2)
+    second = OutboxRelay(engine=other_engine, producer=producer, poll_interval=0.2)
     first.start()
     second.start()
     try:
@@ -173,7 +179,7 @@ async def test_on_postgresql_one_relay_publishes_and_another_takes_over(
                 stage_event(session, topic=topic_name, key="one-key", event=_event(f"{number:02d}"))
         records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= 20, timeout=30)
         assert [dict(r.headers)["ce_subject"].decode() for r in records] == [f"{n:02d}" for n in range(20)]
-        leaders = [relay for relay in (first, second) if relay._leader_connection is not None]
+        leaders = [relay for relay in (first, second) if _leads(relay)]
         assert len(leaders) == 1, "exactly one relay publishes"
 
         await leaders[0].stop()
@@ -183,12 +189,13 @@ async def test_on_postgresql_one_relay_publishes_and_another_takes_over(
                 stage_event(session, topic=topic_name, key="one-key", event=_event(f"{number:02d}"))
         records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= 25, timeout=30)
         assert [dict(r.headers)["ce_subject"].decode() for r in records] == [f"{n:02d}" for n in range(25)]
-        assert follower._leader_connection is not None
+        assert _leads(follower)
     finally:
         await first.stop()
         await second.stop()
         await producer.stop()
         engine.dispose()
+        other_engine.dispose()
 
 
 def test_backlog_and_age_of_the_oldest_unpublished_row(database_url):
