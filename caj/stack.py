@@ -16,6 +16,9 @@ from shared.settings import DEFAULT_DATA_DIR, REPO_ROOT
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 RUN_DIR = DEFAULT_DATA_DIR / "run"
 LOG_DIR = DEFAULT_DATA_DIR / "log"
+# The local stack is for development: webhook receivers there run on this
+# machine, at addresses production refuses. The environment still wins.
+DEVELOPMENT_SETTINGS = {"NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"}
 
 
 def _pid_file(service: ServiceInfo) -> Path:
@@ -83,6 +86,7 @@ def start_service(service: ServiceInfo, echo) -> None:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env=DEVELOPMENT_SETTINGS | dict(os.environ),
         start_new_session=True,  # survives the shell that ran `make up`
         cwd=REPO_ROOT,
     )
