@@ -171,7 +171,9 @@ class IdempotentConsumer:
             run = records[position:]
             try:
                 outcomes = await self.writer.run(lambda session: self._apply_run(session, run, batched=batched))
-            except _BatchFailed:
+            except _BatchFailed as failed:
+                log.warning("a batch of %d records failed (%r); finding the record one by one", len(run),
+                            failed.__cause__)
                 batched = False
                 continue
             except _RunStopped as stopped:
@@ -263,10 +265,10 @@ class IdempotentConsumer:
             try:
                 handled = self.handle_many(session, [events[index] for index in fresh])
                 session.flush()
+                for index, outcome in zip(fresh, handled, strict=True):
+                    outcomes[index] = outcome or "processed"
             except Exception as error:
                 raise _BatchFailed() from error
-            for index, outcome in zip(fresh, handled, strict=True):
-                outcomes[index] = outcome or "processed"
         if inbox_rows:
             try:
                 connection.execute(insert(_INBOX), inbox_rows)

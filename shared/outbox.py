@@ -8,8 +8,10 @@ it can never lose one, because a row is marked only after the broker acked it.
 """
 
 import asyncio
+import errno
 import fcntl
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -303,12 +305,15 @@ class OutboxRelay:
         if not database or database == ":memory:":
             return True  # a private database: nobody else can reach it
         if self._leader_file is None:
-            lock_file = open(f"{database}.relay-lock", "a")  # noqa: SIM115 (held open while leading)
+            # flock is per machine (not over NFS): SQLite's replicas share one anyway.
+            lock_file = open(f"{os.path.realpath(database)}.relay-lock", "a")  # noqa: SIM115 (held while leading)
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as error:
                 lock_file.close()
-                return False
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False  # another relay leads
+                raise
             self._leader_file = lock_file
         return True
 

@@ -121,14 +121,14 @@ async def test_a_private_address_is_refused_when_sending_and_nothing_is_sent(hos
         url = receiver.script("/private").replace("127.0.0.1", host)
         refusing = AddressGuard(allow_private=False)
         async with webhook_client(settings, refusing) as client:
-            outcome = await send_attempt(client, refusing, _claimed(url), timeout=5)
+            outcome = await send_attempt(client, refusing, _claimed(url))
         assert outcome.outcome == "refused_address" and outcome.status_code is None
         assert "not a public address" in outcome.error
         assert receiver.received("/private") == []
 
         allowing = AddressGuard(allow_private=True)
         async with webhook_client(settings, allowing) as client:
-            outcome = await send_attempt(client, allowing, _claimed(url), timeout=5)
+            outcome = await send_attempt(client, allowing, _claimed(url))
         assert outcome.outcome == "delivered" and outcome.status_code == 200
         assert len(receiver.received("/private")) == 1
 
@@ -139,6 +139,6 @@ async def test_redirects_are_not_followed():
     with Receiver() as receiver:
         url = receiver.script("/moved", Reply(307, {"Location": receiver.base_url + "/elsewhere"}))
         async with webhook_client(settings, guard) as client:
-            outcome = await send_attempt(client, guard, _claimed(url), timeout=5)
+            outcome = await send_attempt(client, guard, _claimed(url))
         assert outcome.outcome == "failed" and outcome.status_code == 307
         assert receiver.received("/elsewhere") == []

@@ -1,11 +1,13 @@
 """Routing rules as data, and one notification per (event, recipient)."""
 
+from datetime import UTC, datetime
+
 import pytest
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from notifications_service.consumers import make_handler
-from notifications_service.models import NotificationRow
+from notifications_service.models import DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import RoutingRules, load_rules, recipients_for
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
@@ -14,11 +16,14 @@ from shared.contracts.requests import (
     REQUEST_SUBMITTED,
     REQUESTS_SOURCE,
 )
+from catalog_service.plan_files import DEFAULT_PLAN_FILES, load_plan_file
+from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.db import make_engine
 from shared.events import new_event
 from shared.migrations import upgrade
 
 RULES = load_rules()
+BORDER = next(c for c in load_plan_file(DEFAULT_PLAN_FILES[0]).commitments if c.id == "caj-2006-2-1-04")
 COUNTRY_AGENCIES = {"KZ": ["kz-mfa"], "KG": ["kg-mfa"], "TJ": ["tj-mfa", "tj-border-service"], "UZ": ["uz-mfa"]}
 
 
@@ -71,36 +76,66 @@ def test_one_notification_per_event_and_recipient(database_url):
 
 def test_a_run_of_events_handled_together_makes_what_one_at_a_time_makes(database_url):
     """`handle_many` (the consumer's path for a backlog) against the handler
-    called once per event, on the same events and the same directory."""
+    called once per event, on the same events, directory and webhooks: the
+    same notifications and deliveries, in the order of the events, with an
+    agency the catalog names mid-run counted from then on."""
     upgrade("notifications_service", database_url)
     engine = make_engine(database_url)
     handler = make_handler(RULES, agencies_of)
+    catalog_agency = BORDER.responsible_agencies[0].model_copy(update={"id": "kz-catalog-agency", "country": "KZ"})
+    learned = CommitmentPublished(revision=2, updated_at=datetime.now(UTC),
+                                  commitment=BORDER.model_copy(update={"responsible_agencies": [catalog_agency]}))
+    interest = {"commitment_id": "caj-2006-2-3-01", "required_countries": ["KZ", "TJ"]}
     events = [
         new_event(type=OFFER_ACTIVATED, source=REQUESTS_SOURCE, subject="caj-2006-2-1-04", data={
             "commitment_id": "caj-2006-2-1-04", "responsible_agencies": ["jica"],
             "requesting_agency_id": "tj-border-service", "countries": ["TJ"]}),
         new_event(type="org.caj-tracker.something.else.v1", source=REQUESTS_SOURCE, data={}),
-        new_event(type=OFFER_INTEREST_REGISTERED, source=REQUESTS_SOURCE, subject="caj-2006-2-3-01", data={
-            "commitment_id": "caj-2006-2-3-01", "required_countries": ["KZ", "TJ"]}),
+        new_event(type=OFFER_INTEREST_REGISTERED, source=REQUESTS_SOURCE, data=interest),
+        new_event(type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE, subject=BORDER.id,
+                  data=learned.model_dump(mode="json")),
+        new_event(type=OFFER_INTEREST_REGISTERED, source=REQUESTS_SOURCE, data=interest),
         new_event(type=REQUEST_STATUS_CHANGED, source=REQUESTS_SOURCE, subject="r-1", data={
             "agency_id": "kg-mfa", "responsible_agencies": ["jica"]}),
     ]
+    activated, _, first_interest, _, second_interest, changed = (event.get_id() for event in events)
+    expected_notifications = {
+        (activated, "jica"), (activated, "tj-border-service"), (activated, "coordinators"),
+        (first_interest, "kz-mfa"), (first_interest, "tj-mfa"),  # tj-border-service takes offer activations only
+        (second_interest, "kz-mfa"), (second_interest, "kz-catalog-agency"), (second_interest, "tj-mfa"),
+        (changed, "kg-mfa"), (changed, "coordinators"),
+    }
+    expected_deliveries = {(activated, "tj-border-service"), (changed, "kg-mfa")}
 
-    def made(session) -> list[tuple[str, str]]:
-        return sorted((row.event_id, row.recipient) for row in session.exec(select(NotificationRow)).all())
+    def made(session) -> tuple[set, set, list]:
+        notifications = session.exec(select(NotificationRow)).all()
+        by_id = {row.id: row for row in notifications}
+        deliveries = {(by_id[row.notification_id].event_id, row.agency_id)
+                      for row in session.exec(select(DeliveryRow)).all()}
+        ordered = [row.event_id for row in sorted(notifications, key=lambda row: row.created_at)]
+        return {(row.event_id, row.recipient) for row in notifications}, deliveries, ordered
 
     try:
         with Session(engine) as session:
-            outcomes = handler.handle_many(session, events)
-            together = made(session)
-            session.rollback()
-        with Session(engine) as session:
-            one_at_a_time = [handler(session, event) for event in events]
-            assert made(session) == together
-            session.rollback()
-        assert outcomes == one_at_a_time == ["processed", "ignored", "processed", "processed"]
-        # Offer activated: jica, tj-border-service, coordinators. Interest:
-        # kz-mfa, tj-mfa, tj-border-service. Status changed: kg-mfa, coordinators.
-        assert len(together) == 8
+            session.add(WebhookEndpointRow(agency_id="tj-border-service", url="https://tj.example/hook",
+                                           event_types=[OFFER_ACTIVATED], secret="whsec_x"))
+            session.add(WebhookEndpointRow(agency_id="kg-mfa", url="https://kg.example/hook", secret="whsec_y"))
+            session.commit()
+        results = {}
+        for mode in ("together", "one at a time"):
+            with Session(engine) as session:
+                if mode == "together":
+                    outcomes = handler.handle_many(session, events)
+                else:
+                    outcomes = [handler(session, event) for event in events]
+                results[mode] = (outcomes, *made(session))
+                session.rollback()
+        assert results["together"][:3] == results["one at a time"][:3]
+        outcomes, notifications, deliveries, ordered = results["together"]
+        assert outcomes == ["processed", "ignored", "processed", "processed", "processed", "processed"]
+        assert notifications == expected_notifications
+        assert deliveries == expected_deliveries
+        event_order = [event.get_id() for event in events]
+        assert ordered == sorted(ordered, key=event_order.index), "created in the order of the events"
     finally:
         engine.dispose()

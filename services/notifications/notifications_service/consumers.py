@@ -2,7 +2,7 @@
 
 import uuid
 from collections import Counter
-from datetime import UTC
+from datetime import UTC, timedelta
 from collections.abc import Callable, Iterable
 
 from cloudevents.core.v1.event import CloudEvent
@@ -24,6 +24,7 @@ _ENDPOINTS = WebhookEndpointRow.__table__
 _ENDPOINTS_OF = select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled).where(
     _ENDPOINTS.c.agency_id.in_(bindparam("agency_ids", expanding=True)))
 _INSERT_NOTIFICATION = insert(NotificationRow.__table__)
+_TICK = timedelta(microseconds=1)
 _INSERT_DELIVERY = insert(DeliveryRow.__table__)
 _NEW_DELIVERY = {
     "state": "pending", "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
@@ -82,9 +83,12 @@ class NotificationRouter:
             for endpoint in session.connection().execute(_ENDPOINTS_OF, {"agency_ids": list(every_recipient)})
         } if every_recipient else {}
 
-        now = utcnow()
         notifications, deliveries, created = [], [], Counter()
+        now = utcnow() - _TICK
         for index, event, data, recipients in routed:
+            # Each event a later time than the one before: listings and claims
+            # follow it, so a run keeps the order its events came in.
+            now = max(utcnow(), now + _TICK)
             event_type = event.get_type()
             event_time = (event.get_time() or now).astimezone(UTC)  # SQLite keeps no offset: store UTC
             for recipient in recipients:

@@ -117,9 +117,9 @@ def webhook_client(settings: NotificationsSettings, guard: AddressGuard) -> aioh
     )
 
 
-async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claimed: Claimed, *,
-                       timeout: float) -> Outcome:
-    """One attempt; whatever happens, an outcome (never an exception)."""
+async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claimed: Claimed) -> Outcome:
+    """One attempt, within the client's timeout; whatever happens, an outcome
+    (never an exception)."""
     started = time.perf_counter()
     attempted_at = utcnow()
 
@@ -143,7 +143,7 @@ async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claim
             retry_after_header = response.headers.get("retry-after")
             await _drain(response)
     except TimeoutError:
-        return ended("failed", error=f"timeout after {timeout:g} s")
+        return ended("failed", error=f"timeout after {client.timeout.total:g} s")
     except aiohttp.ClientConnectorError as error:
         if isinstance(error.os_error, RefusedAddress):
             return ended("refused_address", error=str(error.os_error)[:500])
@@ -175,6 +175,7 @@ class Dispatcher:
         self._task: asyncio.Task | None = None
         self._in_flight: dict[str, asyncio.Task] = {}  # claimed, until recorded
         self._unsent = 0  # claimed and not yet sent: waiting for a slot or being sent
+        self._not_started: list[str] = []  # claimed, then not sent because the dispatcher stopped
         self._send_slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
@@ -189,11 +190,26 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop claiming; let attempts in flight finish and be recorded (each
-        is bounded by the timeout), so a restart does not send them again."""
+        is bounded by the timeout), so a restart does not send them again.
+        Claimed deliveries not yet sent are not sent: their leases are
+        released, so they are due again at once after a restart."""
         self._stopping = True
         await cancel_and_wait(self._task)
         if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=self.settings.webhook_timeout_seconds + 5)
+            _done, late = await asyncio.wait(list(self._in_flight.values()),
+                                             timeout=self.settings.webhook_timeout_seconds + 5)
+            for task in late:  # not recorded: their leases run out and they are sent again
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._not_started:
+            ids = list(self._not_started)
+            release = (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(ids), _DELIVERIES.c.state == "pending")
+                       .values(lease_until=None))
+            try:
+                await self.writer.run(lambda session: session.connection().execute(release))
+            except Exception:
+                log.warning("could not release %d unsent deliveries; their leases will run out", len(ids),
+                            exc_info=True)
         if self._client is not None:
             await self._client.close()
 
@@ -295,6 +311,9 @@ class Dispatcher:
         try:
             try:
                 async with self._send_slots:
+                    if self._stopping:
+                        self._not_started.append(claimed.delivery_id)
+                        return
                     outcome = await self._send(claimed)
             finally:
                 self._unsent -= 1
@@ -330,7 +349,7 @@ class Dispatcher:
                         future.set_result(None)
 
     async def _send(self, claimed: Claimed) -> Outcome:
-        return await send_attempt(self._client, self.guard, claimed, timeout=self.settings.webhook_timeout_seconds)
+        return await send_attempt(self._client, self.guard, claimed)
 
     # -- recording (inside the group commit) -------------------------------------------
     def _record(self, session: Session, results: list["Outcome"]) -> None:

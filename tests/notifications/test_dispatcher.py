@@ -1,0 +1,77 @@
+"""The dispatcher in-process, on a real database and a real receiver: what a
+graceful stop does to deliveries it has claimed but not sent."""
+
+import asyncio
+import uuid
+
+from sqlmodel import Session, select
+
+from notifications_service.config import NotificationsSettings
+from notifications_service.delivery import Dispatcher
+from notifications_service.models import DeliveryRow, NotificationRow, WebhookEndpointRow
+from notifications_service.webhooks import new_secret
+from shared.db import make_engine
+from shared.group_commit import GroupCommitWriter
+from shared.messaging_models import utcnow
+from shared.migrations import upgrade
+from tests.notifications.receiver import Receiver, Reply
+
+AGENCY = "tj-dispatcher-test"
+
+
+def add_deliveries(engine, url: str, count: int) -> list[str]:
+    with Session(engine) as session:
+        session.add(WebhookEndpointRow(agency_id=AGENCY, url=url, secret=new_secret()))
+        ids = []
+        for number in range(count):
+            notification = NotificationRow(
+                id=str(uuid.uuid4()), event_source="/tests", event_id=f"e-{number}",
+                event_type="org.caj-tracker.requests.request.status-changed.v1", recipient=AGENCY,
+                payload={"n": number}, event_time=utcnow())
+            delivery = DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id, agency_id=AGENCY,
+                                   event_type=notification.event_type, state="pending", next_attempt_at=utcnow())
+            session.add(notification)
+            session.add(delivery)
+            ids.append(delivery.id)
+        session.commit()
+    return ids
+
+
+async def test_a_stop_finishes_the_attempt_in_flight_and_releases_what_it_had_not_sent(database_url):
+    """One send slot, so two deliveries claimed (the dispatcher claims a round
+    ahead): one being sent when the stop comes, one waiting for the slot. The
+    first is recorded; the second is not sent, and its lease is released so
+    that it is due at once, not when the lease runs out."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    settings = NotificationsSettings(webhook_allow_private_addresses=True, delivery_concurrency=1,
+                                     webhook_timeout_seconds=5, delivery_poll_interval_seconds=0.2)
+    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
+    try:
+        with Receiver() as receiver:
+            url = receiver.script("/slow", Reply(200, delay=1.0))
+            add_deliveries(engine, url, 4)
+            dispatcher.start()
+            for _ in range(100):
+                if receiver.received("/slow"):
+                    break
+                await asyncio.sleep(0.05)
+            with Session(engine) as session:
+                claimed = session.exec(select(DeliveryRow.id).where(DeliveryRow.lease_until.is_not(None))).all()
+            assert len(claimed) == 2, "one sending, one waiting for the slot"
+            await dispatcher.stop()
+            assert len(receiver.received("/slow")) == 1, "nothing was sent after the stop"
+        sent_id = receiver.received("/slow")[0].headers["webhook-id"]
+        [waiting_id] = set(claimed) - {sent_id}
+        with Session(engine) as session:
+            rows = {row.id: row for row in session.exec(select(DeliveryRow)).all()}
+        assert rows[sent_id].state == "delivered" and rows[sent_id].attempts == 1
+        assert (rows[waiting_id].state, rows[waiting_id].attempts, rows[waiting_id].lease_until) == ("pending", 0, None)
+        assert sum(row.state == "pending" and row.lease_until is None for row in rows.values()) == 3
+    finally:
+        if dispatcher.running:
+            await dispatcher.stop()
+        await writer.stop()
+        engine.dispose()
