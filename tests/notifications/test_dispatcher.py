@@ -19,16 +19,17 @@ from tests.notifications.receiver import Receiver, Reply
 AGENCY = "tj-dispatcher-test"
 
 
-def add_deliveries(engine, url: str, count: int) -> list[str]:
+def add_deliveries(engine, url: str, count: int, agency: str = AGENCY) -> list[str]:
+    """An endpoint for `agency` and `count` deliveries due now, in order."""
     with Session(engine) as session:
-        session.add(WebhookEndpointRow(agency_id=AGENCY, url=url, secret=new_secret()))
+        session.add(WebhookEndpointRow(agency_id=agency, url=url, secret=new_secret()))
         ids = []
         for number in range(count):
             notification = NotificationRow(
-                id=str(uuid.uuid4()), event_source="/tests", event_id=f"e-{number}",
-                event_type="org.caj-tracker.requests.request.status-changed.v1", recipient=AGENCY,
+                id=str(uuid.uuid4()), event_source="/tests", event_id=f"{agency}-{number}",
+                event_type="org.caj-tracker.requests.request.status-changed.v1", recipient=agency,
                 payload={"n": number}, event_time=utcnow())
-            delivery = DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id, agency_id=AGENCY,
+            delivery = DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id, agency_id=agency,
                                    event_type=notification.event_type, state="pending", next_attempt_at=utcnow())
             session.add(notification)
             session.add(delivery)
@@ -70,6 +71,42 @@ async def test_a_stop_finishes_the_attempt_in_flight_and_releases_what_it_had_no
         assert rows[sent_id].state == "delivered" and rows[sent_id].attempts == 1
         assert (rows[waiting_id].state, rows[waiting_id].attempts, rows[waiting_id].lease_until) == ("pending", 0, None)
         assert sum(row.state == "pending" and row.lease_until is None for row in rows.values()) == 3
+    finally:
+        if dispatcher.running:
+            await dispatcher.stop()
+        await writer.stop()
+        engine.dispose()
+
+
+async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
+    """Four send slots. A broken receiver (every attempt times out) has 20
+    deliveries due before a healthy agency's 5. Once its first attempts have
+    failed it gets one slot at a time, so the healthy agency's deliveries go
+    after at most the 8 attempts already claimed (a round ahead), not after
+    all 20."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    settings = NotificationsSettings(
+        webhook_allow_private_addresses=True, delivery_concurrency=4, delivery_concurrency_struggling_endpoint=1,
+        webhook_timeout_seconds=0.5, webhook_retry_schedule_seconds=[60.0], delivery_poll_interval_seconds=0.2)
+    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
+    try:
+        with Receiver() as receiver:
+            broken = receiver.script("/broken", *[Reply(200, delay=1.0)] * 20)
+            add_deliveries(engine, broken, 20, agency="kz-broken-receiver")
+            healthy = receiver.script("/healthy")
+            add_deliveries(engine, healthy, 5, agency="kg-healthy-receiver")
+            dispatcher.start()
+            for _ in range(300):
+                if len(receiver.received("/healthy")) == 5:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(receiver.received("/healthy")) == 5
+            broken_attempts = len(receiver.received("/broken"))
+            assert broken_attempts <= 8 + 1, f"the broken receiver had {broken_attempts} attempts first"
+            await dispatcher.stop()
     finally:
         if dispatcher.running:
             await dispatcher.stop()

@@ -34,6 +34,10 @@ class NotificationsSettings(ServiceSettings):
     # (development and tests, where receivers run on 127.0.0.1).
     webhook_allow_private_addresses: bool = False
     delivery_concurrency: int = Field(default=64, ge=1, le=1024)
+    # An endpoint whose latest attempt failed or took more than half the
+    # timeout gets at most this many attempts at once (until one is quick
+    # and succeeds), so a broken receiver cannot hold every send slot.
+    delivery_concurrency_struggling_endpoint: int = Field(default=4, ge=1, le=1024)
     delivery_batch_size: int = Field(default=500, ge=1, le=5000)
     # With nothing due, how often to look again (new work also wakes it).
     delivery_poll_interval_seconds: float = Field(default=1.0, gt=0)

@@ -16,6 +16,7 @@ import email.utils
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -176,6 +177,10 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task] = {}  # claimed, until recorded
         self._unsent = 0  # claimed and not yet sent: waiting for a slot or being sent
         self._not_started: list[str] = []  # claimed, then not sent because the dispatcher stopped
+        self._unsent_by_agency: Counter[str] = Counter()
+        # Agencies whose latest attempt failed or was slow: they get a few
+        # send slots at a time, so that one broken receiver cannot hold them all.
+        self._struggling: set[str] = set()
         self._send_slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
@@ -202,14 +207,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if self._not_started:
-            ids = list(self._not_started)
-            release = (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(ids), _DELIVERIES.c.state == "pending")
-                       .values(lease_until=None))
-            try:
-                await self.writer.run(lambda session: session.connection().execute(release))
-            except Exception:
-                log.warning("could not release %d unsent deliveries; their leases will run out", len(ids),
-                            exc_info=True)
+            await self._release(list(self._not_started))
         if self._client is not None:
             await self._client.close()
 
@@ -238,20 +236,25 @@ class Dispatcher:
                 await self._slot_freed.wait()
                 continue
             self._wakeup.clear()
+            saturated = self._saturated()
             try:
-                claimed = await self._claim(min(free, self.settings.delivery_batch_size))
+                claimed = await self._claim(min(free, self.settings.delivery_batch_size), excluding=saturated)
+                claimed = await self._within_struggling_caps(claimed)
             except Exception:
                 log.exception("claiming due deliveries failed; trying again")
                 await asyncio.sleep(self.settings.delivery_poll_interval_seconds)
                 continue
             for delivery in claimed:
                 self._unsent += 1
+                self._unsent_by_agency[delivery.agency_id] += 1
                 self._in_flight[delivery.delivery_id] = asyncio.create_task(
                     self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
             if claimed:
                 continue  # more may be due already
             wait = self.settings.delivery_poll_interval_seconds
-            next_due = await asyncio.to_thread(self._next_due)
+            # (With agencies left out, what is due may be theirs: wait for one
+            # of their sends to end, which wakes this loop, not for its time.)
+            next_due = None if saturated else await asyncio.to_thread(self._next_due)
             if next_due is not None:
                 wait = min(wait, max((next_due - datetime.now(UTC)).total_seconds(), 0.01))
             try:
@@ -259,17 +262,49 @@ class Dispatcher:
             except TimeoutError:
                 pass
 
-    async def _claim(self, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due deliveries (one UPDATE ... RETURNING; on
-        PostgreSQL replicas skip each other's rows), then load what sending
-        them needs."""
+    def _saturated(self) -> list[str]:
+        cap = self.settings.delivery_concurrency_struggling_endpoint
+        return sorted(agency for agency in self._struggling if self._unsent_by_agency[agency] >= cap)
+
+    async def _within_struggling_caps(self, claimed: list[Claimed]) -> list[Claimed]:
+        """A claim may take more of a struggling agency's deliveries than its
+        cap leaves room for: keep what fits, give the rest back at once."""
+        cap = self.settings.delivery_concurrency_struggling_endpoint
+        room = {agency: cap - self._unsent_by_agency[agency] for agency in self._struggling}
+        kept, given_back = [], []
+        for delivery in claimed:
+            if delivery.agency_id in room:
+                if room[delivery.agency_id] <= 0:
+                    given_back.append(delivery.delivery_id)
+                    continue
+                room[delivery.agency_id] -= 1
+            kept.append(delivery)
+        if given_back:
+            await self._release(given_back)
+        return kept
+
+    async def _release(self, ids: list[str]) -> None:
+        """Give up the leases of claimed deliveries that will not be sent now."""
+        release = (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(ids), _DELIVERIES.c.state == "pending")
+                   .values(lease_until=None))
+        try:
+            await self.writer.run(lambda session: session.connection().execute(release))
+        except Exception:
+            log.warning("could not release %d unsent deliveries; their leases will run out", len(ids),
+                        exc_info=True)
+
+    async def _claim(self, limit: int, *, excluding: list[str] = ()) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, none of the `excluding`
+        agencies' (one UPDATE ... RETURNING; on PostgreSQL replicas skip each
+        other's rows), then load what sending them needs."""
         now = utcnow()
         lease = now + timedelta(
             seconds=2 * self.settings.webhook_timeout_seconds + self.settings.webhook_lease_margin_seconds)
         due = (
             select(_DELIVERIES.c.id)
             .where(_DELIVERIES.c.state == "pending", _DELIVERIES.c.next_attempt_at <= now,
-                   or_(_DELIVERIES.c.lease_until.is_(None), _DELIVERIES.c.lease_until < now))
+                   or_(_DELIVERIES.c.lease_until.is_(None), _DELIVERIES.c.lease_until < now),
+                   *([_DELIVERIES.c.agency_id.not_in(excluding)] if excluding else []))
             .order_by(_DELIVERIES.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
@@ -315,15 +350,28 @@ class Dispatcher:
                         self._not_started.append(claimed.delivery_id)
                         return
                     outcome = await self._send(claimed)
+                    self._note_health(claimed.agency_id, outcome)
             finally:
                 self._unsent -= 1
+                self._unsent_by_agency[claimed.agency_id] -= 1
+                if not self._unsent_by_agency[claimed.agency_id]:
+                    del self._unsent_by_agency[claimed.agency_id]
                 self._slot_freed.set()
+                if claimed.agency_id in self._struggling:
+                    self._wakeup.set()  # its deliveries may be waiting for this slot
             await self._record_soon(outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
             log.exception("the outcome of delivery %s could not be recorded", claimed.delivery_id)
         finally:
             self._in_flight.pop(claimed.delivery_id, None)
+
+    def _note_health(self, agency_id: str, outcome: Outcome) -> None:
+        slow = outcome.duration_ms > self.settings.webhook_timeout_seconds * 1000 / 2
+        if outcome.outcome == "delivered" and not slow:
+            self._struggling.discard(agency_id)
+        else:
+            self._struggling.add(agency_id)
 
     async def _record_soon(self, outcome: "Outcome") -> None:
         """Outcomes that end together are recorded together: one statement per
