@@ -1,6 +1,9 @@
 """Tables every service has for reliable messaging: the outbox and the inbox."""
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
@@ -13,6 +16,11 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands timestamps back without their zone; they were stored as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# For timestamps in API answers: always with a zone (RFC 3339 date-time),
+# whichever database the value came from.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -29,6 +29,7 @@ from shared.kafka import make_producer
 from shared.logging import configure_logging
 from shared.migrations import current_revision, head_revision
 from shared.outbox import OutboxRelay, outbox_backlog
+from shared.openapi import document_problems
 from shared.problems import install_problem_handlers
 from shared.settings import ServiceSettings
 from shared.tasks import cancel_and_wait, retry_until_done
@@ -272,13 +273,16 @@ def create_service_app(
     app.state.runtime = runtime
     app.state.rate_limiter = RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     install_problem_handlers(app)
+    document_problems(app, routers)
     app.add_middleware(ServiceMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/livez", tags=["operations"], summary="The process is alive")
     async def livez() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz", tags=["operations"], summary="Database, Kafka and consumers are ready")
+    @app.get("/readyz", tags=["operations"], summary="Database, Kafka and consumers are ready",
+             responses={503: {"description": "Not ready; the same body says which check failed",
+                              "content": {"application/json": {}}}})
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = all(check.ok for check in checks.values())

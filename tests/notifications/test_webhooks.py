@@ -8,7 +8,7 @@ import itertools
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -170,6 +170,10 @@ def test_a_delivery_is_signed_per_standard_webhooks_and_recorded(hooks, receiver
         assert delivery["attempts"] == 1 and delivery["history"][0]["status_code"] == 200
         mine = api.get("/v1/notifications", headers=auth(agency.key)).json()["items"]
         assert mine[0]["delivery"]["id"] == delivery["id"] and mine[0]["delivery"]["state"] == "delivered"
+        # RFC 3339 timestamps, with their zone, on every database.
+        for moment in (delivery["created_at"], delivery["delivered_at"], delivery["history"][0]["attempted_at"],
+                       mine[0]["event_time"], mine[0]["created_at"]):
+            assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment
 
     [outcome] = events_about(kafka_bootstrap, NOTIFICATIONS_DELIVERIES.name, delivery["id"], 1)
     assert outcome.get_type() == DELIVERY_ATTEMPTED

@@ -3,6 +3,7 @@
 import asyncio
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -222,6 +223,9 @@ def test_regional_agreement_activates_when_every_party_is_recorded(api, people):
     assert [record["reference"] for record in board["records"]] == [
         "Protocol of the water-energy meeting, Almaty", "Addendum signed in Dushanbe",
     ]
+    # RFC 3339 timestamps, with their zone, though SQLite keeps none.
+    for moment in [board["activated_at"], *(record["recorded_at"] for record in board["records"])]:
+        assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment
 
 
 def test_evidence_activates_an_evidence_offer_and_conditions_are_not_mixed_up(api, people):

@@ -59,6 +59,17 @@ def test_unknown_route_is_problem_json(running_services, package):
     assert body["status"] == 404 and body["reason"] == "not_found" and body["instance"] == "/v1/no-such-thing"
 
 
+def test_a_method_not_allowed_lists_every_method_of_the_path(running_services):
+    """The path has a route per method; Allow names them all, not only the
+    first route's."""
+    base = running_services["notifications_service"].base_url
+    response = httpx.patch(base + "/v1/agencies/tj-some-agency/webhook")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"] == "DELETE, GET, PUT"
+    assert response.json()["reason"] == "method_not_allowed"
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_metrics_use_route_templates_and_expose_the_outbox(running_services, package):
     service = running_services[package]

@@ -1,6 +1,5 @@
 """The notifications API under /v1/: what each agency was told, and its inbox."""
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -9,7 +8,7 @@ from sqlmodel import Session, col, func, select
 
 from notifications_service.models import COORDINATORS, DeliveryRow, NotificationRow
 from shared.identity import Principal, authenticate_request
-from shared.messaging_models import utcnow
+from shared.messaging_models import UtcDatetime, utcnow
 from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
@@ -22,7 +21,7 @@ class DeliveryState(BaseModel):
     id: str
     state: str
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcDatetime | None
     last_status_code: int | None
     last_error: str | None
 
@@ -34,9 +33,9 @@ class NotificationRead(BaseModel):
     subject: str | None
     recipient: str
     payload: dict
-    event_time: datetime
-    created_at: datetime
-    acknowledged_at: datetime | None
+    event_time: UtcDatetime
+    created_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None
     delivery: DeliveryState | None = Field(None, description="Null: inbox only (no webhook when it was created)")
 
 

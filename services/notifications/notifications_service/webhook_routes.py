@@ -13,7 +13,7 @@ from notifications_service.router import Caller, read_session
 from notifications_service.routing import load_rules
 from notifications_service.webhooks import UnsafeWebhookUrl, new_secret
 from shared.identity import Principal, require_roles
-from shared.messaging_models import as_utc, utcnow
+from shared.messaging_models import UtcDatetime, as_utc, utcnow
 from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -45,10 +45,10 @@ class WebhookRead(BaseModel):
     event_types: list[str]
     enabled: bool
     disabled_reason: str | None
-    previous_secrets_expire_at: list[datetime] = Field(
+    previous_secrets_expire_at: list[UtcDatetime] = Field(
         default_factory=list, description="When each secret replaced by a rotation stops signing")
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     secret: str | None = Field(None, description="The signing secret: only in the answer that creates it")
 
 
@@ -58,7 +58,7 @@ class AttemptRead(BaseModel):
     status_code: int | None
     error: str | None
     duration_ms: float
-    attempted_at: datetime
+    attempted_at: UtcDatetime
 
 
 class DeliveryRead(BaseModel):
@@ -68,13 +68,13 @@ class DeliveryRead(BaseModel):
     event_type: str
     state: Literal["pending", "delivered", "dead"]
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcDatetime | None
     last_status_code: int | None
     last_error: str | None
-    last_attempt_at: datetime | None
-    delivered_at: datetime | None
-    dead_at: datetime | None
-    created_at: datetime
+    last_attempt_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None
+    dead_at: UtcDatetime | None
+    created_at: UtcDatetime
     history: list[AttemptRead] | None = Field(None, description="Every attempt (on the single-delivery route)")
 
 

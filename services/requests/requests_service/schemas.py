@@ -1,12 +1,12 @@
 """Request and response bodies of the requests API."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.catalog import ConditionType, CountryCode
 from shared.contracts.requests import RequestStatus
+from shared.messaging_models import UtcDatetime
 
 
 class RequestCreate(BaseModel):
@@ -27,8 +27,8 @@ class RequestRead(BaseModel):
     description: str
     reference: str | None
     status: RequestStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     links: dict[str, str]
 
 
@@ -40,7 +40,7 @@ class RequestPage(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    at: datetime
+    at: UtcDatetime
     actor_role: str
     actor_key_id: str
     actor_agency_id: str | None
@@ -83,7 +83,7 @@ class ConditionRecordRead(BaseModel):
     reference: str
     parties: list[CountryCode]
     note: str | None
-    recorded_at: datetime
+    recorded_at: UtcDatetime
 
 
 CountryState = Literal["dormant", "requested", "activated"]
@@ -97,7 +97,7 @@ class OfferRead(BaseModel):
     condition_type: ConditionType
     condition_text: str | None
     activated: bool
-    activated_at: datetime | None
+    activated_at: UtcDatetime | None
     countries: dict[str, CountryState]
     records: list[ConditionRecordRead]
 

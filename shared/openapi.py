@@ -1,0 +1,115 @@
+"""The OpenAPI document says how each operation can fail: every error is
+problem+json (shared/problems.py), and the document lists the statuses that
+the shared machinery can answer on each operation (authentication, rate
+limit, body limit, unknown ids), besides those a route declares itself."""
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.identity import authenticate_request
+from shared.problems import PROBLEM_JSON, problem_response
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details; `reason` is a stable machine-readable code.",
+    "required": ["type", "title", "status", "reason"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "reason": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+
+_AUTHENTICATED = {
+    "401": "No API key, or one that is not valid or has been revoked",
+    "403": "The key's role or agency may not do this",
+    "429": "This key's rate limit is exceeded; see Retry-After",
+    "503": "Keys are still loading; try again in a moment",
+}
+_BY_ID = {"404": "Not found, or not visible to the caller"}
+_WITH_BODY = {"400": "The body cannot be parsed", "413": "The body is larger than the service accepts"}
+_VALIDATION = {"422": "A parameter or the body is not valid; `errors` says which"}
+
+
+def _uses(dependant: Dependant, call: Any) -> bool:
+    return dependant.call is call or any(_uses(sub, call) for sub in dependant.dependencies)
+
+
+def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Replace `app.openapi` with a version that documents problem responses
+    on the operations of `routers` (included in `app` without a prefix)."""
+
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()  # FastAPI's document, which it caches; completed in place below
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        components["schemas"].pop("HTTPValidationError", None)
+        components["schemas"].pop("ValidationError", None)
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key made with `caj keys create`"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        for route in (route for router in routers for route in router.routes):
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            for method in route.methods:
+                operation = schema["paths"].get(route.path_format, {}).get(method.lower())
+                if operation is None:
+                    continue
+                _document(operation, route)
+        return schema
+
+    app.openapi = openapi
+
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's Allow names the methods of the first route that matched
+        # the path; a path has a route per method here, so list them all.
+        allowed = _allowed_methods(app, request.url.path)
+        return problem_response(status=405, reason="method_not_allowed", title="Method not allowed",
+                                detail=f"{request.method} is not allowed here", instance=request.url.path,
+                                headers={"Allow": ", ".join(allowed)})
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    templates = getattr(app.state, "path_templates", None)
+    if templates is None:
+        templates = app.state.path_templates = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+             sorted(method.upper() for method in operations))
+            for template, operations in app.openapi()["paths"].items()
+        ]
+    return sorted({method for pattern, methods in templates if pattern.match(path) for method in methods})
+
+
+def _document(operation: dict, route: APIRoute) -> None:
+    responses = operation.setdefault("responses", {})
+    statuses: dict[str, str] = {}
+    if _uses(route.dependant, authenticate_request):
+        statuses |= _AUTHENTICATED
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    if route.dependant.path_params:
+        statuses |= _BY_ID
+    if route.dependant.body_params:
+        statuses |= _WITH_BODY
+    if route.dependant.path_params or route.dependant.query_params or route.dependant.body_params:
+        statuses |= _VALIDATION
+    for status, description in statuses.items():
+        responses.setdefault(status, {"description": description})
+    for status, response in responses.items():
+        if status[0] in "45":  # every error is a problem, whoever declared it
+            response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
