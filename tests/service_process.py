@@ -1,10 +1,12 @@
 """Run a service as a real uvicorn process, as production does."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -87,3 +89,23 @@ class ServiceProcess:
                 self.process.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+@contextlib.contextmanager
+def ready_services(packages: Sequence[str], *, kafka_bootstrap: str, directory: Path,
+                   **settings: str) -> Iterator[dict[str, ServiceProcess]]:
+    """The services, each on its own SQLite file in `directory`, once all
+    answer /readyz; stopped afterwards."""
+    services = {
+        package: ServiceProcess(package, database_url=f"sqlite:///{directory / (package + '.sqlite3')}",
+                                kafka_bootstrap=kafka_bootstrap, log_path=directory / f"{package}.log",
+                                **settings).start()
+        for package in packages
+    }
+    try:
+        for service in services.values():
+            service.wait_status("/readyz", 200, timeout=120)
+        yield services
+    finally:
+        for service in services.values():
+            service.stop()

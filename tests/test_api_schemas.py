@@ -14,7 +14,7 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
 from tests.requests.conftest import Keys, auth
-from tests.service_process import ServiceProcess
+from tests.service_process import ready_services
 
 # Generous limits: the fuzzer is one caller sending fast.
 UNLIMITED = {"rate_limit_per_second": "100000", "rate_limit_burst": "100000"}
@@ -22,20 +22,10 @@ UNLIMITED = {"rate_limit_per_second": "100000", "rate_limit_burst": "100000"}
 
 @pytest.fixture(scope="module")
 def services(kafka_bootstrap, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("api-schemas")
-    started = {
-        name: ServiceProcess(f"{name}_service", database_url=f"sqlite:///{directory / f'{name}.sqlite3'}",
-                             kafka_bootstrap=kafka_bootstrap, log_path=directory / f"{name}.log",
-                             **UNLIMITED).start()
-        for name in ("catalog", "requests", "notifications")
-    }
-    try:
-        for service in started.values():
-            service.wait_status("/readyz", 200, timeout=120)
-        yield started
-    finally:
-        for service in started.values():
-            service.stop()
+    with ready_services([f"{name}_service" for name in ("catalog", "requests", "notifications")],
+                        kafka_bootstrap=kafka_bootstrap, directory=tmp_path_factory.mktemp("api-schemas"),
+                        **UNLIMITED) as started:
+        yield {package.removesuffix("_service"): service for package, service in started.items()}
 
 
 @pytest.fixture(scope="module")

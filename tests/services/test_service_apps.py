@@ -12,30 +12,16 @@ from sqlalchemy import create_engine, text
 from shared.events import new_event, to_kafka
 from shared.topics import CATALOG_COMMITMENTS
 from tests.kafka_helpers import produce_raw
-from tests.service_process import ServiceProcess
+from tests.service_process import ready_services
 
 PACKAGES = ("catalog_service", "requests_service", "notifications_service")
 
 
 @pytest.fixture(scope="module")
 def running_services(kafka_bootstrap, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("services")
-    services = {
-        package: ServiceProcess(
-            package,
-            database_url=f"sqlite:///{directory / (package + '.sqlite3')}",
-            kafka_bootstrap=kafka_bootstrap,
-            log_path=directory / f"{package}.log",
-        ).start()
-        for package in PACKAGES
-    }
-    try:
-        for service in services.values():
-            service.wait_status("/readyz", 200, timeout=120)
+    with ready_services(PACKAGES, kafka_bootstrap=kafka_bootstrap,
+                        directory=tmp_path_factory.mktemp("services")) as services:
         yield services
-    finally:
-        for service in services.values():
-            service.stop()
 
 
 @pytest.mark.parametrize("package", PACKAGES)
