@@ -39,6 +39,7 @@ _AUTHENTICATED = {
 _BY_ID = {"404": "Not found, or not visible to the caller"}
 _WITH_BODY = {"400": "The body cannot be parsed", "413": "The body is larger than the service accepts"}
 _VALIDATION = {"422": "A parameter or the body is not valid; `errors` says which"}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 def _uses(dependant: Dependant, call: Any) -> bool:
@@ -71,6 +72,10 @@ def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
                 if operation is None:
                     continue
                 _document(operation, route)
+        for operations in schema["paths"].values():  # the app's own routes too
+            for operation in operations.values():
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"]["content"] = _PROBLEM_CONTENT
         return schema
 
     app.openapi = openapi
@@ -79,10 +84,11 @@ def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
     async def _method_not_allowed(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # Starlette's Allow names the methods of the first route that matched
         # the path; a path has a route per method here, so list them all.
-        allowed = _allowed_methods(app, request.url.path)
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        allowed = ", ".join(_allowed_methods(app, path)) or (error.headers or {}).get("Allow", "")
         return problem_response(status=405, reason="method_not_allowed", title="Method not allowed",
                                 detail=f"{request.method} is not allowed here", instance=request.url.path,
-                                headers={"Allow": ", ".join(allowed)})
+                                headers={"Allow": allowed})
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -90,7 +96,7 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     if templates is None:
         templates = app.state.path_templates = [
             (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
-             sorted(method.upper() for method in operations))
+             {method.upper() for method in operations})
             for template, operations in app.openapi()["paths"].items()
         ]
     return sorted({method for pattern, methods in templates if pattern.match(path) for method in methods})
@@ -112,4 +118,4 @@ def _document(operation: dict, route: APIRoute) -> None:
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
         if status[0] in "45":  # every error is a problem, whoever declared it
-            response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            response["content"] = _PROBLEM_CONTENT

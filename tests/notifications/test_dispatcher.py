@@ -3,6 +3,7 @@ graceful stop does to deliveries it has claimed but not sent."""
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 from sqlmodel import Session, select
 
@@ -12,7 +13,7 @@ from notifications_service.models import DeliveryRow, NotificationRow, WebhookEn
 from notifications_service.webhooks import new_secret
 from shared.db import make_engine
 from shared.group_commit import GroupCommitWriter
-from shared.messaging_models import utcnow
+from shared.messaging_models import as_utc, utcnow
 from shared.migrations import upgrade
 from tests.notifications.receiver import Receiver, Reply
 
@@ -71,6 +72,43 @@ async def test_a_stop_finishes_the_attempt_in_flight_and_releases_what_it_had_no
         assert rows[sent_id].state == "delivered" and rows[sent_id].attempts == 1
         assert (rows[waiting_id].state, rows[waiting_id].attempts, rows[waiting_id].lease_until) == ("pending", 0, None)
         assert sum(row.state == "pending" and row.lease_until is None for row in rows.values()) == 3
+    finally:
+        if dispatcher.running:
+            await dispatcher.stop()
+        await writer.stop()
+        engine.dispose()
+
+
+async def test_a_stop_releases_only_leases_that_are_still_its_own(database_url):
+    """A claim whose lease ran out may be held by another dispatcher by the
+    time this one stops: its lease is left alone."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    settings = NotificationsSettings(webhook_allow_private_addresses=True, delivery_concurrency=1,
+                                     webhook_timeout_seconds=5, delivery_poll_interval_seconds=0.2)
+    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
+    try:
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/slow", Reply(200, delay=1.0)), 2)
+            dispatcher.start()
+            for _ in range(100):
+                if receiver.received("/slow"):
+                    break
+                await asyncio.sleep(0.05)
+            sent_id = receiver.received("/slow")[0].headers["webhook-id"]
+            others_lease = utcnow() + timedelta(minutes=5)
+            with Session(engine) as session:
+                waiting = session.exec(select(DeliveryRow).where(DeliveryRow.id != sent_id)).one()
+                waiting_id = waiting.id
+                waiting.lease_until = others_lease  # another dispatcher's claim
+                session.add(waiting)
+                session.commit()
+            await dispatcher.stop()
+        with Session(engine) as session:
+            lease = session.get(DeliveryRow, waiting_id).lease_until
+        assert as_utc(lease) == others_lease
     finally:
         if dispatcher.running:
             await dispatcher.stop()

@@ -92,6 +92,7 @@ class Claimed:
     body: bytes
     url: str | None  # None: the endpoint is gone or disabled
     secrets_in_use: tuple[str, ...]
+    lease_until: datetime | None = None  # this dispatcher's claim, as written
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,12 @@ class Dispatcher:
         self._task: asyncio.Task | None = None
         self._in_flight: dict[str, asyncio.Task] = {}  # claimed, until recorded
         self._unsent = 0  # claimed and not yet sent: waiting for a slot or being sent
-        self._not_started: list[str] = []  # claimed, then not sent because the dispatcher stopped
+        self._waiting: dict[str, Claimed] = {}  # claimed, waiting for a send slot
         self._unsent_by_agency: Counter[str] = Counter()
-        # Agencies whose latest attempt failed or was slow: they get a few
-        # send slots at a time, so that one broken receiver cannot hold them all.
-        self._struggling: set[str] = set()
+        # Agencies whose latest attempt failed or was slow (and when): they get
+        # a few send slots at a time, so that one broken receiver cannot hold
+        # them all. Forgotten after a quick success, or STRUGGLE_MEMORY.
+        self._struggling: dict[str, float] = {}
         self._send_slots = asyncio.Semaphore(settings.delivery_concurrency)
         self._client: aiohttp.ClientSession | None = None
         self._stopping = False
@@ -199,15 +201,27 @@ class Dispatcher:
         Claimed deliveries not yet sent are not sent: their leases are
         released, so they are due again at once after a restart."""
         self._stopping = True
-        await cancel_and_wait(self._task)
+        grace = self.settings.webhook_timeout_seconds + 5
+        if self._task is not None:
+            # The loop ends at its next wait: a claim in progress is finished,
+            # not cut off (its rows would stay leased, unsent, a whole lease).
+            self._wakeup.set()
+            self._slot_freed.set()
+            _done, pending = await asyncio.wait([self._task], timeout=grace)
+            if pending:
+                await cancel_and_wait(self._task)
+        waiting, self._waiting = list(self._waiting.values()), {}
+        if waiting:
+            await self._release(waiting)
         if self._in_flight:
-            _done, late = await asyncio.wait(list(self._in_flight.values()),
-                                             timeout=self.settings.webhook_timeout_seconds + 5)
+            _done, late = await asyncio.wait(list(self._in_flight.values()), timeout=grace)
             for task in late:  # not recorded: their leases run out and they are sent again
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        if self._not_started:
-            await self._release(list(self._not_started))
+        if self._recording is not None and not self._recording.done():
+            _done, pending = await asyncio.wait([self._recording], timeout=5)
+            if pending:
+                await cancel_and_wait(self._recording)
         if self._client is not None:
             await self._client.close()
 
@@ -236,10 +250,9 @@ class Dispatcher:
                 await self._slot_freed.wait()
                 continue
             self._wakeup.clear()
-            saturated = self._saturated()
+            rooms = self._struggling_rooms()
             try:
-                claimed = await self._claim(min(free, self.settings.delivery_batch_size), excluding=saturated)
-                claimed = await self._within_struggling_caps(claimed)
+                claimed = await self._claim(min(free, self.settings.delivery_batch_size), rooms)
             except Exception:
                 log.exception("claiming due deliveries failed; trying again")
                 await asyncio.sleep(self.settings.delivery_poll_interval_seconds)
@@ -247,14 +260,15 @@ class Dispatcher:
             for delivery in claimed:
                 self._unsent += 1
                 self._unsent_by_agency[delivery.agency_id] += 1
+                self._waiting[delivery.delivery_id] = delivery
                 self._in_flight[delivery.delivery_id] = asyncio.create_task(
                     self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
             if claimed:
                 continue  # more may be due already
             wait = self.settings.delivery_poll_interval_seconds
-            # (With agencies left out, what is due may be theirs: wait for one
-            # of their sends to end, which wakes this loop, not for its time.)
-            next_due = None if saturated else await asyncio.to_thread(self._next_due)
+            # (With struggling agencies held back, what is due may be theirs:
+            # wait for one of their sends to end, which wakes this loop.)
+            next_due = None if rooms else await asyncio.to_thread(self._next_due)
             if next_due is not None:
                 wait = min(wait, max((next_due - datetime.now(UTC)).total_seconds(), 0.01))
             try:
@@ -262,61 +276,52 @@ class Dispatcher:
             except TimeoutError:
                 pass
 
-    def _saturated(self) -> list[str]:
+    def _struggling_rooms(self) -> dict[str, int]:
+        """Struggling agencies and how many more of their deliveries may be
+        claimed now."""
+        forget_before = time.monotonic() - STRUGGLE_MEMORY_SECONDS
+        for agency, since in list(self._struggling.items()):
+            if since < forget_before and not self._unsent_by_agency[agency]:
+                del self._struggling[agency]
         cap = self.settings.delivery_concurrency_struggling_endpoint
-        return sorted(agency for agency in self._struggling if self._unsent_by_agency[agency] >= cap)
+        return {agency: max(cap - self._unsent_by_agency[agency], 0) for agency in sorted(self._struggling)}
 
-    async def _within_struggling_caps(self, claimed: list[Claimed]) -> list[Claimed]:
-        """A claim may take more of a struggling agency's deliveries than its
-        cap leaves room for: keep what fits, give the rest back at once."""
-        cap = self.settings.delivery_concurrency_struggling_endpoint
-        room = {agency: cap - self._unsent_by_agency[agency] for agency in self._struggling}
-        kept, given_back = [], []
-        for delivery in claimed:
-            if delivery.agency_id in room:
-                if room[delivery.agency_id] <= 0:
-                    given_back.append(delivery.delivery_id)
-                    continue
-                room[delivery.agency_id] -= 1
-            kept.append(delivery)
-        if given_back:
-            await self._release(given_back)
-        return kept
-
-    async def _release(self, ids: list[str]) -> None:
-        """Give up the leases of claimed deliveries that will not be sent now."""
-        release = (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(ids), _DELIVERIES.c.state == "pending")
-                   .values(lease_until=None))
+    async def _release(self, claimed: list[Claimed]) -> None:
+        """Give up the leases of claimed deliveries that will not be sent now,
+        only where the lease is still ours (after it ran out, another
+        dispatcher may hold one)."""
+        params = [{"b_id": delivery.delivery_id, "b_lease": delivery.lease_until} for delivery in claimed]
         try:
-            await self.writer.run(lambda session: session.connection().execute(release))
+            await self.writer.run(lambda session: session.connection().execute(_RELEASE, params))
         except Exception:
-            log.warning("could not release %d unsent deliveries; their leases will run out", len(ids),
+            log.warning("could not release %d unsent deliveries; their leases will run out", len(params),
                         exc_info=True)
 
-    async def _claim(self, limit: int, *, excluding: list[str] = ()) -> list[Claimed]:
-        """Lease up to `limit` due deliveries, none of the `excluding`
-        agencies' (one UPDATE ... RETURNING; on PostgreSQL replicas skip each
-        other's rows), then load what sending them needs."""
+    async def _claim(self, limit: int, struggling_rooms: dict[str, int]) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, of each struggling agency at
+        most its room (one UPDATE ... RETURNING for the others, one per
+        struggling agency with room; on PostgreSQL replicas skip each other's
+        rows), then load what sending them needs, oldest first."""
         now = utcnow()
         lease = now + timedelta(
             seconds=2 * self.settings.webhook_timeout_seconds + self.settings.webhook_lease_margin_seconds)
-        due = (
-            select(_DELIVERIES.c.id)
-            .where(_DELIVERIES.c.state == "pending", _DELIVERIES.c.next_attempt_at <= now,
-                   or_(_DELIVERIES.c.lease_until.is_(None), _DELIVERIES.c.lease_until < now),
-                   *([_DELIVERIES.c.agency_id.not_in(excluding)] if excluding else []))
-            .order_by(_DELIVERIES.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
-        )
-        claim = (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(due.scalar_subquery()))
-                 .values(lease_until=lease).returning(_DELIVERIES.c.id))
-        ids = await self.writer.run(lambda session: list(session.connection().execute(claim).scalars()))
+
+        def claim(session: Session) -> list[str]:
+            connection = session.connection()
+            ids = list(connection.execute(_claim_statement(
+                now, lease, limit, excluding=list(struggling_rooms))).scalars())
+            for agency, room in struggling_rooms.items():
+                room = min(room, limit - len(ids))
+                if room > 0:
+                    ids += connection.execute(_claim_statement(now, lease, room, agency=agency)).scalars()
+            return ids
+
+        ids = await self.writer.run(claim)
         if not ids:
             return []
-        return await asyncio.to_thread(self._load, ids, now)
+        return await asyncio.to_thread(self._load, ids, now, lease)
 
-    def _load(self, ids: list[str], now: datetime) -> list[Claimed]:
+    def _load(self, ids: list[str], now: datetime, lease: datetime) -> list[Claimed]:
         query = (
             select(_DELIVERIES.c.id, _DELIVERIES.c.agency_id, _DELIVERIES.c.event_type, _DELIVERIES.c.attempts,
                    _DELIVERIES.c.schedule_step, _NOTIFICATIONS.c.id.label("notification_id"),
@@ -326,9 +331,10 @@ class Dispatcher:
             .join(_NOTIFICATIONS, _NOTIFICATIONS.c.id == _DELIVERIES.c.notification_id)
             .outerjoin(_ENDPOINTS, _ENDPOINTS.c.agency_id == _DELIVERIES.c.agency_id)
             .where(_DELIVERIES.c.id.in_(ids))
+            .order_by(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.created_at)  # sent in this order
         )
         with self.read_engine.connect() as connection:
-            return [_claimed(row, now) for row in connection.execute(query)]
+            return [_claimed(row, now, lease) for row in connection.execute(query)]
 
     def _next_due(self) -> datetime | None:
         now = utcnow()
@@ -346,19 +352,20 @@ class Dispatcher:
         try:
             try:
                 async with self._send_slots:
+                    self._waiting.pop(claimed.delivery_id, None)
                     if self._stopping:
-                        self._not_started.append(claimed.delivery_id)
-                        return
+                        return  # not sent; stop() releases its lease
                     outcome = await self._send(claimed)
-                    self._note_health(claimed.agency_id, outcome)
             finally:
                 self._unsent -= 1
                 self._unsent_by_agency[claimed.agency_id] -= 1
                 if not self._unsent_by_agency[claimed.agency_id]:
                     del self._unsent_by_agency[claimed.agency_id]
                 self._slot_freed.set()
-                if claimed.agency_id in self._struggling:
-                    self._wakeup.set()  # its deliveries may be waiting for this slot
+            if claimed.agency_id in self._struggling:
+                self._wakeup.set()  # more of its deliveries may be claimed now
+            self._note_health(claimed.agency_id, outcome)
+            await self._record_soon(outcome)
             await self._record_soon(outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
@@ -367,11 +374,13 @@ class Dispatcher:
             self._in_flight.pop(claimed.delivery_id, None)
 
     def _note_health(self, agency_id: str, outcome: Outcome) -> None:
+        """Failures and slow answers mark a receiver as struggling; a quick
+        success clears it. (Other outcomes never reached the receiver.)"""
         slow = outcome.duration_ms > self.settings.webhook_timeout_seconds * 1000 / 2
-        if outcome.outcome == "delivered" and not slow:
-            self._struggling.discard(agency_id)
-        else:
-            self._struggling.add(agency_id)
+        if outcome.outcome == "failed" or (outcome.outcome == "delivered" and slow):
+            self._struggling[agency_id] = time.monotonic()
+        elif outcome.outcome == "delivered":
+            self._struggling.pop(agency_id, None)
 
     async def _record_soon(self, outcome: "Outcome") -> None:
         """Outcomes that end together are recorded together: one statement per
@@ -503,6 +512,34 @@ _UPDATE_DELIVERY = (
             last_error=bindparam("b_last_error"), last_attempt_at=bindparam("b_last_attempt_at"),
             delivered_at=bindparam("b_delivered_at"), dead_at=bindparam("b_dead_at"))
 )
+_RELEASE = (update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == bindparam("b_id"), _DELIVERIES.c.lease_until == bindparam("b_lease"))
+            .values(lease_until=None))
+# A receiver that failed is held to a few slots until it answers quickly, or
+# for this long after its last failure once none of its deliveries is claimed.
+STRUGGLE_MEMORY_SECONDS = 600.0
+
+
+def _claim_statement(now: datetime, lease: datetime, limit: int, *, excluding: list[str] = (),
+                     agency: str | None = None):
+    """Lease up to `limit` due deliveries: of one agency, or of any but the
+    `excluding` ones."""
+    conditions = [_DELIVERIES.c.state == "pending", _DELIVERIES.c.next_attempt_at <= now,
+                  or_(_DELIVERIES.c.lease_until.is_(None), _DELIVERIES.c.lease_until < now)]
+    if agency is not None:
+        conditions.append(_DELIVERIES.c.agency_id == agency)
+    if excluding:
+        conditions.append(_DELIVERIES.c.agency_id.not_in(excluding))
+    due = (
+        select(_DELIVERIES.c.id).where(*conditions)
+        .order_by(_DELIVERIES.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
+    )
+    return (update(_DELIVERIES).where(_DELIVERIES.c.id.in_(due.scalar_subquery()))
+            .values(lease_until=lease).returning(_DELIVERIES.c.id))
+
+
 _DISABLE_ENDPOINT = (
     update(_ENDPOINTS)
     .where(_ENDPOINTS.c.agency_id == bindparam("b_agency_id"), _ENDPOINTS.c.url == bindparam("b_url"))
@@ -518,7 +555,7 @@ async def _drain(response: aiohttp.ClientResponse, limit: int = 65536) -> None:
         received += len(chunk)
 
 
-def _claimed(row, now: datetime) -> Claimed:
+def _claimed(row, now: datetime, lease: datetime) -> Claimed:
     event_time = as_utc(row.event_time)
     usable = row.url is not None and row.enabled
     secrets_in_use: tuple[str, ...] = ()
@@ -534,5 +571,5 @@ def _claimed(row, now: datetime) -> Claimed:
     return Claimed(
         delivery_id=row.id, notification_id=row.notification_id, agency_id=row.agency_id,
         event_type=row.event_type, event_time=event_time, attempts=row.attempts, schedule_step=row.schedule_step,
-        body=body, url=row.url if usable else None, secrets_in_use=secrets_in_use,
+        body=body, url=row.url if usable else None, secrets_in_use=secrets_in_use, lease_until=lease,
     )
