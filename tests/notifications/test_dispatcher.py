@@ -2,9 +2,12 @@
 graceful stop does to deliveries it has claimed but not sent."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from notifications_service.config import NotificationsSettings
@@ -39,27 +42,45 @@ def add_deliveries(engine, url: str, count: int, agency: str = AGENCY) -> list[s
     return ids
 
 
+@contextlib.asynccontextmanager
+async def dispatcher_on(database_url: str, **settings) -> AsyncIterator[tuple[Engine, Dispatcher]]:
+    """A migrated database, its group-commit writer, and a dispatcher (not
+    started) with `settings` over a local-receiver default."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    settings = NotificationsSettings(**({"webhook_allow_private_addresses": True, "delivery_concurrency": 1,
+                                         "webhook_timeout_seconds": 5, "delivery_poll_interval_seconds": 0.2}
+                                        | settings))
+    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
+    try:
+        yield engine, dispatcher
+    finally:
+        if dispatcher.running:
+            await dispatcher.stop()
+        await writer.stop()
+        engine.dispose()
+
+
+async def first_request(receiver: Receiver, path: str) -> None:
+    for _ in range(100):
+        if receiver.received(path):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing reached {path}")
+
+
 async def test_a_stop_finishes_the_attempt_in_flight_and_releases_what_it_had_not_sent(database_url):
     """One send slot, so two deliveries claimed (the dispatcher claims a round
     ahead): one being sent when the stop comes, one waiting for the slot. The
     first is recorded; the second is not sent, and its lease is released so
     that it is due at once, not when the lease runs out."""
-    upgrade("notifications_service", database_url)
-    engine = make_engine(database_url)
-    writer = GroupCommitWriter(engine)
-    writer.start()
-    settings = NotificationsSettings(webhook_allow_private_addresses=True, delivery_concurrency=1,
-                                     webhook_timeout_seconds=5, delivery_poll_interval_seconds=0.2)
-    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
-    try:
+    async with dispatcher_on(database_url) as (engine, dispatcher):
         with Receiver() as receiver:
-            url = receiver.script("/slow", Reply(200, delay=1.0))
-            add_deliveries(engine, url, 4)
+            add_deliveries(engine, receiver.script("/slow", Reply(200, delay=1.0)), 4)
             dispatcher.start()
-            for _ in range(100):
-                if receiver.received("/slow"):
-                    break
-                await asyncio.sleep(0.05)
+            await first_request(receiver, "/slow")
             with Session(engine) as session:
                 claimed = session.exec(select(DeliveryRow.id).where(DeliveryRow.lease_until.is_not(None))).all()
             assert len(claimed) == 2, "one sending, one waiting for the slot"
@@ -72,31 +93,16 @@ async def test_a_stop_finishes_the_attempt_in_flight_and_releases_what_it_had_no
         assert rows[sent_id].state == "delivered" and rows[sent_id].attempts == 1
         assert (rows[waiting_id].state, rows[waiting_id].attempts, rows[waiting_id].lease_until) == ("pending", 0, None)
         assert sum(row.state == "pending" and row.lease_until is None for row in rows.values()) == 3
-    finally:
-        if dispatcher.running:
-            await dispatcher.stop()
-        await writer.stop()
-        engine.dispose()
 
 
 async def test_a_stop_releases_only_leases_that_are_still_its_own(database_url):
     """A claim whose lease ran out may be held by another dispatcher by the
     time this one stops: its lease is left alone."""
-    upgrade("notifications_service", database_url)
-    engine = make_engine(database_url)
-    writer = GroupCommitWriter(engine)
-    writer.start()
-    settings = NotificationsSettings(webhook_allow_private_addresses=True, delivery_concurrency=1,
-                                     webhook_timeout_seconds=5, delivery_poll_interval_seconds=0.2)
-    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
-    try:
+    async with dispatcher_on(database_url) as (engine, dispatcher):
         with Receiver() as receiver:
             add_deliveries(engine, receiver.script("/slow", Reply(200, delay=1.0)), 2)
             dispatcher.start()
-            for _ in range(100):
-                if receiver.received("/slow"):
-                    break
-                await asyncio.sleep(0.05)
+            await first_request(receiver, "/slow")
             sent_id = receiver.received("/slow")[0].headers["webhook-id"]
             others_lease = utcnow() + timedelta(minutes=5)
             with Session(engine) as session:
@@ -109,11 +115,6 @@ async def test_a_stop_releases_only_leases_that_are_still_its_own(database_url):
         with Session(engine) as session:
             lease = session.get(DeliveryRow, waiting_id).lease_until
         assert as_utc(lease) == others_lease
-    finally:
-        if dispatcher.running:
-            await dispatcher.stop()
-        await writer.stop()
-        engine.dispose()
 
 
 async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
@@ -122,20 +123,12 @@ async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
     failed it gets one slot at a time, so the healthy agency's deliveries go
     after at most the 8 attempts already claimed (a round ahead), not after
     all 20."""
-    upgrade("notifications_service", database_url)
-    engine = make_engine(database_url)
-    writer = GroupCommitWriter(engine)
-    writer.start()
-    settings = NotificationsSettings(
-        webhook_allow_private_addresses=True, delivery_concurrency=4, delivery_concurrency_struggling_endpoint=1,
-        webhook_timeout_seconds=0.5, webhook_retry_schedule_seconds=[60.0], delivery_poll_interval_seconds=0.2)
-    dispatcher = Dispatcher(engine=engine, read_engine=engine, writer=writer, settings=settings)
-    try:
+    async with dispatcher_on(database_url, delivery_concurrency=4, delivery_concurrency_struggling_endpoint=1,
+                             webhook_timeout_seconds=0.5, webhook_retry_schedule_seconds=[60.0]) as (engine, dispatcher):
         with Receiver() as receiver:
-            broken = receiver.script("/broken", *[Reply(200, delay=1.0)] * 20)
-            add_deliveries(engine, broken, 20, agency="kz-broken-receiver")
-            healthy = receiver.script("/healthy")
-            add_deliveries(engine, healthy, 5, agency="kg-healthy-receiver")
+            add_deliveries(engine, receiver.script("/broken", *[Reply(200, delay=1.0)] * 20), 20,
+                           agency="kz-broken-receiver")
+            add_deliveries(engine, receiver.script("/healthy"), 5, agency="kg-healthy-receiver")
             dispatcher.start()
             for _ in range(300):
                 if len(receiver.received("/healthy")) == 5:
@@ -144,9 +137,3 @@ async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
             assert len(receiver.received("/healthy")) == 5
             broken_attempts = len(receiver.received("/broken"))
             assert broken_attempts <= 8 + 1, f"the broken receiver had {broken_attempts} attempts first"
-            await dispatcher.stop()
-    finally:
-        if dispatcher.running:
-            await dispatcher.stop()
-        await writer.stop()
-        engine.dispose()
