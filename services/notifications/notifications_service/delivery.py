@@ -306,10 +306,12 @@ class Dispatcher:
         lease = now + timedelta(
             seconds=2 * self.settings.webhook_timeout_seconds + self.settings.webhook_lease_margin_seconds)
 
+        # Built here, not in the writer's thread: the writer serves everyone.
+        others = _claim_statement(now, lease, limit, excluding=list(struggling_rooms))
+
         def claim(session: Session) -> list[str]:
             connection = session.connection()
-            ids = list(connection.execute(_claim_statement(
-                now, lease, limit, excluding=list(struggling_rooms))).scalars())
+            ids = list(connection.execute(others).scalars())
             for agency, room in struggling_rooms.items():
                 room = min(room, limit - len(ids))
                 if room > 0:
