@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator
-
 from sqlalchemy import BigInteger, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 

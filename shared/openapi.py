@@ -3,18 +3,15 @@ problem+json (shared/problems.py), and the document lists the statuses that
 the shared machinery can answer on each operation (authentication, rate
 limit, body limit, unknown ids), besides those a route declares itself."""
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.identity import authenticate_request
-from shared.problems import PROBLEM_JSON, problem_response
+from shared.problems import PROBLEM_JSON
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -79,27 +76,6 @@ def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         return schema
 
     app.openapi = openapi
-
-    @app.exception_handler(405)
-    async def _method_not_allowed(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        # Starlette's Allow names the methods of the first route that matched
-        # the path; a path has a route per method here, so list them all.
-        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
-        allowed = ", ".join(_allowed_methods(app, path)) or (error.headers or {}).get("Allow", "")
-        return problem_response(status=405, reason="method_not_allowed", title="Method not allowed",
-                                detail=f"{request.method} is not allowed here", instance=request.url.path,
-                                headers={"Allow": allowed})
-
-
-def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    templates = getattr(app.state, "path_templates", None)
-    if templates is None:
-        templates = app.state.path_templates = [
-            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
-             {method.upper() for method in operations})
-            for template, operations in app.openapi()["paths"].items()
-        ]
-    return sorted({method for pattern, methods in templates if pattern.match(path) for method in methods})
 
 
 def _document(operation: dict, route: APIRoute) -> None:

@@ -23,8 +23,7 @@ from aiokafka import AIOKafkaProducer
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy import event as sa_event
 from sqlalchemy import bindparam, func, insert, update
-from sqlalchemy.engine import Row
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session, col, select, text
 
 from shared import metrics

@@ -1,6 +1,7 @@
 """RFC 9457 problem+json errors with a machine-readable `reason`."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -90,3 +91,25 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
             headers=dict(error.headers) if error.headers else None,
         )
+
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's Allow names the methods of the first route that matched
+        # the path; a path has a route per method here, so list them all.
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        allowed = ", ".join(_allowed_methods(app, path)) or (error.headers or {}).get("Allow", "")
+        return problem_response(status=405, reason="method_not_allowed", title="Method not allowed",
+                                detail=f"{request.method} is not allowed here", instance=request.url.path,
+                                headers={"Allow": allowed})
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the path's template."""
+    templates = getattr(app.state, "path_templates", None)
+    if templates is None:
+        templates = app.state.path_templates = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+             {method.upper() for method in operations})
+            for template, operations in app.openapi()["paths"].items()
+        ]
+    return sorted({method for pattern, methods in templates if pattern.match(path) for method in methods})

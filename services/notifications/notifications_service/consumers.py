@@ -2,8 +2,8 @@
 
 import uuid
 from collections import Counter
-from datetime import UTC, timedelta
 from collections.abc import Callable, Iterable
+from datetime import UTC, timedelta
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
@@ -24,8 +24,8 @@ _ENDPOINTS = WebhookEndpointRow.__table__
 _ENDPOINTS_OF = select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled).where(
     _ENDPOINTS.c.agency_id.in_(bindparam("agency_ids", expanding=True)))
 _INSERT_NOTIFICATION = insert(NotificationRow.__table__)
-_TICK = timedelta(microseconds=1)
 _INSERT_DELIVERY = insert(DeliveryRow.__table__)
+_TICK = timedelta(microseconds=1)  # events of one run get increasing times
 _NEW_DELIVERY = {
     "state": "pending", "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
     "last_error": None, "last_attempt_at": None, "delivered_at": None, "dead_at": None,

@@ -176,8 +176,8 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._in_flight: dict[str, asyncio.Task] = {}  # claimed, until recorded
-        self._unsent = 0  # claimed and not yet sent: waiting for a slot or being sent
         self._waiting: dict[str, Claimed] = {}  # claimed, waiting for a send slot
+        # Claimed and not yet sent (waiting for a slot or being sent), by agency.
         self._unsent_by_agency: Counter[str] = Counter()
         # Agencies whose latest attempt failed or was slow (and when): they get
         # a few send slots at a time, so that one broken receiver cannot hold
@@ -242,10 +242,11 @@ class Dispatcher:
         concurrency = self.settings.delivery_concurrency
         most_unsent = 2 * concurrency
         while not self._stopping:
-            free = most_unsent - self._unsent
+            unsent = self._unsent_by_agency.total()
+            free = most_unsent - unsent
             # While some claimed deliveries still wait for a slot, claim in
             # handfuls rather than one by one.
-            if free <= 0 or (free < concurrency // 2 and self._unsent > concurrency):
+            if free <= 0 or (free < concurrency // 2 and unsent > concurrency):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -258,7 +259,6 @@ class Dispatcher:
                 await asyncio.sleep(self.settings.delivery_poll_interval_seconds)
                 continue
             for delivery in claimed:
-                self._unsent += 1
                 self._unsent_by_agency[delivery.agency_id] += 1
                 self._waiting[delivery.delivery_id] = delivery
                 self._in_flight[delivery.delivery_id] = asyncio.create_task(
@@ -357,9 +357,8 @@ class Dispatcher:
                     self._waiting.pop(claimed.delivery_id, None)
                     if self._stopping:
                         return  # not sent; stop() releases its lease
-                    outcome = await self._send(claimed)
+                    outcome = await send_attempt(self._client, self.guard, claimed)
             finally:
-                self._unsent -= 1
                 self._unsent_by_agency[claimed.agency_id] -= 1
                 if not self._unsent_by_agency[claimed.agency_id]:
                     del self._unsent_by_agency[claimed.agency_id]
@@ -367,7 +366,6 @@ class Dispatcher:
             if claimed.agency_id in self._struggling:
                 self._wakeup.set()  # more of its deliveries may be claimed now
             self._note_health(claimed.agency_id, outcome)
-            await self._record_soon(outcome)
             await self._record_soon(outcome)
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again.
@@ -406,9 +404,6 @@ class Dispatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-
-    async def _send(self, claimed: Claimed) -> Outcome:
-        return await send_attempt(self._client, self.guard, claimed)
 
     # -- recording (inside the group commit) -------------------------------------------
     def _record(self, session: Session, results: list["Outcome"]) -> None:
