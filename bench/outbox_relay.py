@@ -27,7 +27,7 @@ from shared.db import make_engine, transaction
 from shared.events import new_event, to_kafka
 from shared.kafka import make_producer
 from shared.migrations import upgrade
-from shared.outbox import OutboxRelay, outbox_backlog, stage_event
+from shared.outbox import NewEvent, OutboxRelay, outbox_backlog, stage_events
 from shared.settings import REPO_ROOT
 from shared.topics import TopicSpec, ensure_topics
 
@@ -52,9 +52,11 @@ def start_broker(data_dir: Path) -> tuple[str, dict]:
 def stage(engine, topic: str, count: int, per_transaction: int = 500) -> None:
     for start in range(0, count, per_transaction):
         with transaction(engine) as session:
-            for number in range(start, min(start + per_transaction, count)):
-                event = new_event(type="bench.v1", source="/bench", subject=str(number), data=PAYLOAD)
-                stage_event(session, topic=topic, key=f"key-{number % 64}", event=event)
+            stage_events(session, [
+                NewEvent(topic=topic, key=f"key-{number % 64}", type="bench.v1", source="/bench", subject=str(number),
+                         data=PAYLOAD)
+                for number in range(start, min(start + per_transaction, count))
+            ])
 
 
 async def wait_drained(engine, timeout: float = 300) -> None:
@@ -116,8 +118,8 @@ async def commit_to_ack_latency(bootstrap: str, database_url: str, topic: str, s
         for number in range(samples):
             started = time.perf_counter()
             with transaction(engine) as session:
-                stage_event(session, topic=topic, key="k", event=new_event(
-                    type="bench.v1", source="/bench", subject=str(number), data=PAYLOAD))
+                stage_events(session, [NewEvent(topic=topic, key="k", type="bench.v1", source="/bench",
+                                                subject=str(number), data=PAYLOAD)])
             await wait_drained(engine)
             latencies.append(time.perf_counter() - started)
             await asyncio.sleep(0.05 + (number % 7) * 0.03)  # arrivals spread across the poll interval

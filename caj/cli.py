@@ -1,11 +1,14 @@
 """`caj`: operate caj-tracker from the command line."""
 
 import asyncio
+import json
 import os
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from caj import keys as key_admin
+from caj import outbox as outbox_admin
 from caj import stack
 from caj.services import SERVICES
 from shared import migrations
@@ -17,6 +20,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(stack_app, name="stack")
 keys_app = typer.Typer(help="API keys: create (shown once), revoke, list.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+outbox_app = typer.Typer(help="Outbox rows the broker kept refusing, set aside by the relay.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 BootstrapOption = typer.Option(
     os.environ.get("CAJ_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -138,6 +143,58 @@ def keys_list(bootstrap_servers: str = BootstrapOption) -> None:
             f"{record.revoked_at.strftime('%Y-%m-%d %H:%M:%S') if record.revoked_at else '-'}"
         )
     typer.echo(f"\n{len(agencies)} registered agencies: " + ", ".join(f"{a.agency_id} ({a.country})" for a in agencies))
+
+
+@outbox_app.command("failed")
+def outbox_failed(
+    service: str = ServiceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array, each row in full"),
+) -> None:
+    """Rows set aside: never published unless put back with `caj outbox retry`."""
+    rows, unreadable = [], False
+    for info in _selected(service):
+        try:
+            rows.extend(outbox_admin.failed(info.name, info.settings().resolved_database_url()))
+        except outbox_admin.NoDatabase as error:
+            typer.echo(f"{info.name}: {error}", err=True)
+        except SQLAlchemyError as error:
+            typer.echo(f"{info.name}: cannot read the outbox ({type(error).__name__}); is it migrated "
+                       "(caj db upgrade)?", err=True)
+            unreadable = True
+    if as_json:
+        typer.echo(json.dumps([row.as_json() for row in rows], indent=2, ensure_ascii=False))
+    elif not rows:
+        typer.echo("no set-aside outbox rows")
+    else:
+        typer.echo(f"{'id':<8}{'service':<15}{'topic':<28}{'event type':<48}{'attempts':<10}{'created':<22}reason")
+        for row in rows:
+            reason = (row.reason or "-").replace("\n", " ")
+            typer.echo(
+                f"{row.id:<8}{row.service:<15}{row.topic:<28}{row.event_type:<48}{row.attempts:<10}"
+                f"{row.created_at.strftime('%Y-%m-%d %H:%M:%S'):<22}{reason[:120]}"
+            )
+    if unreadable:
+        raise typer.Exit(1)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    row_id: int = typer.Argument(..., help="The row id, as `caj outbox failed` shows it"),
+    service: str = typer.Option(..., "--service", "-s", help="catalog, requests or notifications: ids are per service"),
+) -> None:
+    """Put a set-aside row back to pending: the relay tries it again, from zero attempts."""
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}",
+                                 param_hint="--service")
+    try:
+        found = outbox_admin.retry(SERVICES[service].settings().resolved_database_url(), row_id)
+    except (outbox_admin.NoDatabase, SQLAlchemyError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    if not found:
+        typer.echo(f"error: {service} has no set-aside outbox row {row_id}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{service}: outbox row {row_id} is pending again")
 
 
 @app.command("asyncapi")

@@ -5,6 +5,12 @@ the inbox, skip it; otherwise run the handler and record the id in the same
 database transaction. Offsets are committed to Kafka only after that, so a
 crash replays records, and replays have no second effect.
 
+Every write goes through the service's group-commit writer: a partition's
+records are applied a run at a time in one transaction, and a record that
+does not apply cleanly is taken on alone. The poll loop runs as a supervised
+worker (`consumer:<group id>`): if it fails it is restarted after a backoff,
+from the first record it had not applied.
+
 A record that cannot be processed goes to the service's dead-letter topic with
 the reason and its origin in headers, and the consumer carries on with the
 next one. A database outage is not the record's fault: the consumer waits and
@@ -19,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
@@ -30,7 +35,8 @@ from shared.group_commit import GroupCommitWriter
 from shared.kafka import make_consumer
 from shared.logging import event_id_var
 from shared.messaging_models import ProcessedEvent, utcnow
-from shared.tasks import cancel_and_wait
+from shared.retry import Backoff
+from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,12 @@ Handler = Callable[[Session, CloudEvent], str | None]
 # A handler may also offer `handle_many(session, events) -> outcomes`: a
 # backlog is then applied a run at a time (one statement per kind of row,
 # not several per event). It must have the same effects as calling the
-# handler on each event in order.
+# handler on each event in order. While it runs, the log context's event id
+# (`event_id_var`) is the ids of its events in order, joined by commas.
 BatchHandler = Callable[[Session, list[CloudEvent]], list[str]]
+
+# The longest wait between two tries of anything the consumer retries.
+RETRY_CAP_SECONDS = 5.0
 
 
 class PoisonMessage(Exception):
@@ -78,7 +88,6 @@ class IdempotentConsumer:
     def __init__(
         self,
         *,
-        engine: Engine,
         bootstrap_servers: str,
         group_id: str,
         client_id: str,
@@ -86,35 +95,45 @@ class IdempotentConsumer:
         handler: Handler,
         producer: AIOKafkaProducer,
         dead_letter_topic: str,
+        writer: GroupCommitWriter,
         max_attempts: int = 3,
         retry_delay: float = 0.2,
-        writer: GroupCommitWriter | None = None,
     ) -> None:
-        self.engine = engine
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
-        self.handle_many: BatchHandler | None = getattr(handler, "handle_many", None)
+        # A failed batch costs the record then found to have failed it one
+        # attempt, and finding it costs another: with a single attempt
+        # allowed there is no room for both, so runs are handled event by event.
+        self.handle_many: BatchHandler | None = getattr(handler, "handle_many", None) if max_attempts > 1 else None
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
-        # With a writer, effects join the service's group commit (one writer
-        # per SQLite database); without, each event has its own transaction.
+        # Effects join the service's group commit (one writer per database).
         self.writer = writer
         self.consumer: AIOKafkaConsumer = make_consumer(bootstrap_servers, group_id=group_id, client_id=client_id)
         self._processing = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
-        self._task: asyncio.Task | None = None
+        self.worker = SupervisedWorker(f"consumer:{group_id}", self._poll_forever, backoff=self._backoff())
+
+    def _backoff(self) -> Backoff:
+        """Delays for one retrying loop, starting at `retry_delay`."""
+        return Backoff(first=self.retry_delay, cap=max(self.retry_delay, RETRY_CAP_SECONDS))
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        # Without a running writer every record would fail and be dead-lettered.
+        if not self.writer.worker.started:
+            raise RuntimeError("start the group-commit writer before the consumer")
         self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
         await self.consumer.start()
-        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.group_id}")
+        self.worker.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await self.worker.stop()
         try:
             await self._commit_uncommitted()
         finally:
@@ -122,42 +141,41 @@ class IdempotentConsumer:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.worker.running
 
     def assigned_partitions(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
 
     # -- the loop --------------------------------------------------------------
-    async def run(self) -> None:
-        failures = 0
+    async def _poll_forever(self) -> None:
+        # An error ends the loop; the worker logs it, counts it and starts it
+        # again after a backoff.
         while True:
-            try:
-                await self._poll_once()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The loop must not die quietly: log, back off, go on. Records
-                # whose offsets were not committed are read again.
-                failures += 1
-                log.exception("consumer %s loop failed; retrying", self.group_id)
-                await asyncio.sleep(min(0.5 * failures, 5.0))
+            await self._poll_once()
 
     async def _poll_once(self) -> None:
         batches = await self.consumer.getmany(timeout_ms=500)
         async with self._processing:
             assignment = self.consumer.assignment()
-            for partition, records in batches.items():
-                if partition not in assignment:
-                    continue  # revoked meanwhile; its new owner reads these
-                if self.writer is not None:
+            try:
+                for partition, records in batches.items():
+                    if partition not in assignment:
+                        continue  # revoked meanwhile; its new owner reads these
                     await self._consume_together(partition, records)
-                    continue
-                for record in records:
-                    await self._consume(record)
-                    self._uncommitted[partition] = record.offset + 1
+            except Exception:
+                self._rewind(batches)
+                raise
         await self._commit_uncommitted()
         await self._update_lag()
+
+    def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """The fetch position is past every record fetched: move it back to
+        the first one not applied, or the restarted loop would skip them (and
+        commit offsets past them)."""
+        assignment = self.consumer.assignment()
+        for partition, records in batches.items():
+            if partition in assignment and records:
+                self.consumer.seek(partition, max(records[0].offset, self._uncommitted.get(partition, 0)))
 
     async def _consume_together(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         """A partition's records, in order, in one shared transaction (one
@@ -167,6 +185,9 @@ class IdempotentConsumer:
         the database, dead letters). Then the rest go on."""
         position = 0
         batched = self.handle_many is not None
+        # handle_many just failed (not for want of the database): the record
+        # the run now stops at is the one that failed it, an attempt it made.
+        batch_failed = False
         while position < len(records):
             run = records[position:]
             try:
@@ -175,6 +196,7 @@ class IdempotentConsumer:
                 log.warning("a batch of %d records failed (%r); finding the record one by one", len(run),
                             failed.__cause__)
                 batched = False
+                batch_failed = not isinstance(failed.__cause__, DATABASE_UNAVAILABLE)
                 continue
             except _RunStopped as stopped:
                 if stopped.index is None:  # the inbox rows clashed: another replica is on these records
@@ -191,13 +213,14 @@ class IdempotentConsumer:
                 if isinstance(stopped.error, PoisonMessage):
                     await self._dead_letter(record, reason="rejected_by_handler", detail=str(stopped.error))
                 else:
-                    # A handler error was its first attempt; waiting out the
-                    # database, or an invalid event, is not.
+                    # A handler error was an attempt (two, after a failed
+                    # batch); waiting out the database, or an invalid event, is not.
                     failed = stopped.error is not None and not isinstance(stopped.error, DATABASE_UNAVAILABLE)
-                    await self._consume(record, attempts_made=1 if failed else 0)
+                    attempts = (2 if batch_failed else 1) if failed else 0
+                    await self._consume(record, attempts_made=attempts, last_error=stopped.error)
                 self._uncommitted[partition] = record.offset + 1
                 position += stopped.index + 1
-                batched = self.handle_many is not None
+                batched, batch_failed = self.handle_many is not None, False
                 continue
             except Exception:
                 # The database failed the run: one by one, which waits it out.
@@ -221,7 +244,10 @@ class IdempotentConsumer:
         """Apply every record, or raise _RunStopped or _BatchFailed (and the
         writer undoes them all). Duplicates are found with one query and the
         inbox rows written with one statement: this is the path a backlog
-        takes. `batched`: the new events go to `handle_many` together."""
+        takes. `batched`: the new events go to `handle_many` together.
+
+        This runs on the writer's thread, whose log context is not the
+        consumer's: the event ids are set here."""
         events = []
         for index, record in enumerate(records):
             try:
@@ -262,13 +288,17 @@ class IdempotentConsumer:
                                "topic": record.topic, "partition": record.partition, "offset": record.offset,
                                "processed_at": now})
         if batched and fresh:
+            batch = [events[index] for index in fresh]
+            token = event_id_var.set(",".join(event.get_id() for event in batch))
             try:
-                handled = self.handle_many(session, [events[index] for index in fresh])
+                handled = self.handle_many(session, batch)
                 session.flush()
                 for index, outcome in zip(fresh, handled, strict=True):
                     outcomes[index] = outcome or "processed"
             except Exception as error:
                 raise _BatchFailed() from error
+            finally:
+                event_id_var.reset(token)
         if inbox_rows:
             try:
                 connection.execute(insert(_INBOX), inbox_rows)
@@ -276,7 +306,12 @@ class IdempotentConsumer:
                 raise _RunStopped(None, error) from error
         return outcomes
 
-    async def _consume(self, record: ConsumerRecord, *, attempts_made: int = 0) -> None:
+    async def _consume(
+        self, record: ConsumerRecord, *, attempts_made: int = 0, last_error: Exception | None = None
+    ) -> None:
+        """One record alone: retried until the handler has failed
+        `max_attempts` times in all (`attempts_made` of them already, the last
+        with `last_error`), then dead-lettered."""
         try:
             event = from_kafka(key=record.key, value=record.value, headers=record.headers)
         except InvalidEvent as error:
@@ -284,14 +319,11 @@ class IdempotentConsumer:
             return
         token = event_id_var.set(event.get_id())
         try:
-            attempt = attempts_made
-            while True:
-                attempt += 1
+            failures, outages = attempts_made, 0
+            between_attempts, waiting_for_database = self._backoff(), self._backoff()
+            while failures < self.max_attempts:
                 try:
-                    if self.writer is not None:
-                        outcome = await self.writer.run(lambda session: self._apply_in(session, event, record))
-                    else:
-                        outcome = await asyncio.to_thread(self._apply, event, record)
+                    outcome = await self.writer.run(lambda session: self._apply_in(session, event, record))
                     metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
                     return
                 except AlreadyProcessed:
@@ -302,36 +334,35 @@ class IdempotentConsumer:
                     return
                 except DATABASE_UNAVAILABLE as error:
                     # The database is down, locked, or not migrated yet: that is
-                    # not the record's fault. Wait; never dead-letter for it.
-                    level = logging.ERROR if attempt % 20 == 0 else logging.WARNING
+                    # not the record's fault. Wait; never count it as an attempt.
+                    outages += 1
+                    level = logging.ERROR if outages % 20 == 0 else logging.WARNING
                     log.log(level, "database not usable while consuming (%s); retrying", type(error).__name__)
-                    await asyncio.sleep(min(self.retry_delay * 2**min(attempt, 5), 5.0))
+                    await waiting_for_database.sleep()
                 except Exception as error:
-                    if attempt >= self.max_attempts:
-                        log.exception("handler failed %d times; dead-lettering", attempt)
-                        await self._dead_letter(
-                            record, reason="handler_failed", detail=f"{type(error).__name__}: {error}"
-                        )
-                        return
-                    await asyncio.sleep(self.retry_delay * attempt)
+                    failures, last_error = failures + 1, error
+                    if failures < self.max_attempts:
+                        await between_attempts.sleep()
+            log.error("handler failed %d times; dead-lettering", failures, exc_info=last_error)
+            await self._dead_letter(
+                record, reason="handler_failed", detail=f"{type(last_error).__name__}: {last_error}"
+            )
         finally:
             event_id_var.reset(token)
-
-    def _apply(self, event: CloudEvent, record: ConsumerRecord) -> str:
-        """Run the handler and record the event id in one transaction."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            outcome = self._apply_in(session, event, record)
-            session.commit()
-            return outcome
 
     def _apply_in(self, session: Session, event: CloudEvent, record: ConsumerRecord) -> str:
         key = (self.group_id, event.get_source(), event.get_id())
         if session.get(ProcessedEvent, key) is not None:
             return "duplicate"
-        outcome = self.handler(session, event) or "processed"
-        # The handler's own constraint violations surface here, as its errors
-        # (retried, then dead-lettered), never mistaken for a duplicate.
-        session.flush()
+        # The writer's thread does not share the consumer's log context.
+        token = event_id_var.set(event.get_id())
+        try:
+            outcome = self.handler(session, event) or "processed"
+            # The handler's own constraint violations surface here, as its errors
+            # (retried, then dead-lettered), never mistaken for a duplicate.
+            session.flush()
+        finally:
+            event_id_var.reset(token)
         inbox = session.begin_nested()
         try:
             session.add(ProcessedEvent(
@@ -342,7 +373,7 @@ class IdempotentConsumer:
             inbox.commit()
         except IntegrityError as error:
             # Only the inbox row was being written: another replica committed
-            # this event first, and its effects stand.
+            # this event first, and its effects stand (the writer undoes ours).
             inbox.rollback()
             raise AlreadyProcessed() from error
         return outcome
@@ -358,6 +389,7 @@ class IdempotentConsumer:
             ("dlq.consumer.group", self.group_id.encode()),
         ]
         # The offset is committed only once the dead letter is acknowledged.
+        publishing = self._backoff()
         while True:
             try:
                 await self.producer.send_and_wait(
@@ -365,8 +397,9 @@ class IdempotentConsumer:
                 )
                 break
             except Exception:
-                log.warning("dead-letter publish failed; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
+                delay = publishing.next_delay()
+                log.warning("dead-letter publish failed; retrying in %.1fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
         log.error(
             "dead-lettered record %s/%d@%d: %s (%s)", record.topic, record.partition, record.offset, reason, detail
         )

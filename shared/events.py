@@ -91,7 +91,8 @@ def from_kafka(*, key: bytes | None, value: bytes | None, headers: list[tuple[st
 
 
 def to_json(event: CloudEvent) -> str:
-    """Structured JSON, used to store an event (the outbox) or show it (the API)."""
+    """Structured JSON as the SDK writes it: the reference `envelope_json` is
+    checked against."""
     return _FORMAT.write(event).decode()
 
 
@@ -115,16 +116,22 @@ def record_from_envelope(envelope: str, *, key: str | None) -> KafkaRecord:
     return KafkaRecord(key=key.encode() if key is not None else None, value=value, headers=headers)
 
 
-def envelope_json(*, type: str, source: str, subject: str | None, data: dict | None) -> tuple[str, str]:
-    """A new event's structured JSON, built directly: (event id, JSON). For
-    hot write paths; `from_json` reads it back as the same CloudEvent that
-    `new_event` would make (tests/shared/test_events.py)."""
+def envelope_json(
+    *, type: str, source: str, subject: str | None, data: dict | None, time: datetime | None = None
+) -> tuple[str, str]:
+    """A new event's structured JSON, built directly: (event id, JSON). The
+    outbox stores this; `from_json` reads it back as the same CloudEvent that
+    `new_event` would make (tests/shared/test_events.py). `time` defaults to
+    now and must carry a zone (CloudEvents times are RFC 3339)."""
+    moment = time or datetime.now(UTC)
+    if moment.tzinfo is None:
+        raise ValueError("an event's time must carry a zone")
     event_id = str(uuid.uuid4())
     document: dict[str, Any] = {
         "id": event_id,
         "source": source,
         "type": type,
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": moment.isoformat().replace("+00:00", "Z"),
     }
     if subject is not None:
         document["subject"] = subject

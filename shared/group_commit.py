@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shared.tasks import cancel_and_wait
+from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,14 +31,18 @@ class GroupCommitWriter:
         self.engine = engine
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Work, asyncio.Future]] | None = None
-        self._task: asyncio.Task | None = None
+        self.worker = SupervisedWorker("group-commit", self._run)
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        self.worker.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await self.worker.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.worker.running
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` in a transaction shared with other writers;
@@ -55,7 +59,19 @@ class GroupCommitWriter:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            outcomes = await asyncio.to_thread(self._commit_batch, [work for work, _ in batch])
+            try:
+                outcomes = await asyncio.to_thread(self._commit_batch, [work for work, _ in batch])
+            except BaseException as error:
+                # The batch's callers must not wait forever for a writer that
+                # is being restarted (they get its error) or stopped (their
+                # outcome is unknown: cancelled).
+                for _, future in batch:
+                    if not future.done():
+                        if isinstance(error, Exception):
+                            future.set_exception(error)
+                        else:
+                            future.cancel()
+                raise
             for (_, future), (ok, value) in zip(batch, outcomes):
                 if future.done():
                     continue  # the caller went away; its work is committed all the same

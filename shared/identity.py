@@ -21,9 +21,9 @@ from fastapi import Request
 
 from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord, Role
 from shared.events import InvalidEvent, from_kafka
-from shared.problems import ProblemError
+from shared.errors import Forbidden, RateLimited, Unauthenticated, Unavailable
 from shared.topics import IDENTITY_KEYS
-from shared.tasks import cancel_and_wait
+from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class KeyStore:
         self.agencies: dict[str, AgencyRecord] = {}
         self.caught_up = False
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task | None = None
+        self._end_offsets: dict[TopicPartition, int] = {}
+        self.worker = SupervisedWorker("key-store", self._follow)
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -86,22 +87,24 @@ class KeyStore:
         partitions = [TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or [0])]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
-        end_offsets = await self._consumer.end_offsets(partitions)
-        self._task = asyncio.create_task(self._follow(end_offsets), name="keystore")
+        self._end_offsets = await self._consumer.end_offsets(partitions)
+        if all(offset == 0 for offset in self._end_offsets.values()):
+            self.caught_up = True
+        self.worker.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await self.worker.stop()
         if self._consumer:
             await self._consumer.stop()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.worker.running
 
-    async def _follow(self, end_offsets: dict[TopicPartition, int]) -> None:
+    async def _follow(self) -> None:
+        """Apply records as they come (a restart goes on from the position reached)."""
         assert self._consumer is not None
-        if all(offset == 0 for offset in end_offsets.values()):
-            self.caught_up = True
+        end_offsets = self._end_offsets
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
@@ -171,7 +174,7 @@ async def authenticate_request(request: Request) -> Principal:
     if not presented:
         raise _unauthenticated("An API key is required (Authorization: Bearer <key>)")
     if key_store is None or not key_store.caught_up:
-        raise ProblemError(503, "identity_loading", "Keys are still loading", "Try again in a moment.")
+        raise Unavailable("identity_loading", "Keys are still loading", "Try again in a moment.")
     principal = key_store.authenticate(presented)
     if principal is None:
         raise _unauthenticated("The API key is not valid or has been revoked")
@@ -179,21 +182,18 @@ async def authenticate_request(request: Request) -> Principal:
     if limiter is not None:
         wait = limiter.retry_after(principal.key_id)
         if wait > 0:
-            error = ProblemError(429, "rate_limited", "Too many requests",
-                                 f"This key may make {limiter.rate:g} requests a second; retry later.")
-            error.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
-            raise error
+            raise RateLimited("rate_limited", "Too many requests",
+                              f"This key may make {limiter.rate:g} requests a second; retry later.",
+                              retry_after=max(1, int(wait + 0.999)))
     request.state.principal = principal
     return principal
 
 
-def _unauthenticated(detail: str) -> ProblemError:
-    error = ProblemError(401, "unauthenticated", "Authentication required", detail)
-    error.headers["WWW-Authenticate"] = 'Bearer realm="caj-tracker"'
-    return error
+def _unauthenticated(detail: str) -> Unauthenticated:
+    return Unauthenticated("unauthenticated", "Authentication required", detail)
 
 
 def require_roles(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
-        raise ProblemError(403, "forbidden", "Not allowed for this role",
-                           f"This needs the role {' or '.join(roles)}; the key's role is {principal.role}.")
+        raise Forbidden("forbidden", "Not allowed for this role",
+                        f"This needs the role {' or '.join(roles)}; the key's role is {principal.role}.")

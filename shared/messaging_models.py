@@ -1,10 +1,16 @@
-"""Tables every service has for reliable messaging: the outbox and the inbox."""
+"""Tables every service has for reliable messaging: the outbox and the inbox.
+
+They are mapped once, here, in a registry of their own; each service's
+registry (`service_registry`) holds copies of them beside its own tables, so
+its migrations and its metadata agree without sharing table names with
+other services."""
 
 from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator
 from sqlalchemy import BigInteger, Column, DateTime, Index, Text
+from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 
@@ -22,7 +28,11 @@ def as_utc(moment: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
-class OutboxMessage(SQLModel, table=True):
+class MessagingTable(SQLModel, registry=registry()):
+    """Maps the messaging tables; no service's metadata is this one."""
+
+
+class OutboxMessage(MessagingTable, table=True):
     """An event waiting to be published, written in the same transaction as its cause."""
 
     __tablename__ = "outbox_messages"
@@ -40,9 +50,12 @@ class OutboxMessage(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Set when the broker kept refusing the row: it is no longer pending, and
+    # `last_error` says why (`caj outbox failed` lists such rows).
+    set_aside_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
-class ProcessedEvent(SQLModel, table=True):
+class ProcessedEvent(MessagingTable, table=True):
     """The inbox: an event id here means its effects are already committed."""
 
     __tablename__ = "processed_events"
@@ -54,3 +67,13 @@ class ProcessedEvent(SQLModel, table=True):
     partition: int
     offset: int = Field(sa_type=BigInteger)
     processed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+def service_registry(*, inbox: bool) -> registry:
+    """A registry for one service's tables, holding the outbox too, and the
+    inbox when the service consumes events."""
+    service = registry()
+    OutboxMessage.__table__.to_metadata(service.metadata)
+    if inbox:
+        ProcessedEvent.__table__.to_metadata(service.metadata)
+    return service

@@ -36,6 +36,19 @@ OUTBOX_BACKLOG = Gauge("caj_outbox_backlog", "Outbox rows not yet published", ["
 OUTBOX_OLDEST_AGE = Gauge(
     "caj_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
 )
+OUTBOX_SET_ASIDE = Counter(
+    "caj_outbox_set_aside_total", "Outbox rows the broker kept refusing, set aside unpublished", ["topic"]
+)
+OUTBOX_SET_ASIDE_ROWS = Gauge(
+    "caj_outbox_set_aside_rows", "Outbox rows set aside and not yet put back (caj outbox failed)", ["service"]
+)
+
+WORKER_RESTARTS = Counter(
+    "caj_worker_restarts_total",
+    "Background workers (relay, consumers, writer, key store, dispatcher) restarted after an unexpected exit",
+    ["worker"],
+)
+
 
 def metrics_response(_request: Request | None = None) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,10 +1,11 @@
 """The OpenAPI document says how each operation can fail: every error is
 problem+json (shared/problems.py), and the document lists the statuses that
 the shared machinery can answer on each operation (authentication, rate
-limit, body limit, unknown ids), besides those a route declares itself."""
+limit, body limit, unknown ids), those its dependencies declare with
+`may_answer`, and those a route declares itself."""
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
@@ -39,8 +40,29 @@ _VALIDATION = {"422": "A parameter or the body is not valid; `errors` says which
 _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+Dependency = TypeVar("Dependency", bound=Callable[..., Any])
+
+
+def may_answer(statuses: dict[int, str]) -> Callable[[Dependency], Dependency]:
+    """Mark a dependency with the problems it may answer (status: description):
+    every operation that uses it lists them."""
+
+    def mark(dependency: Dependency) -> Dependency:
+        dependency.__problem_statuses__ = {str(status): text for status, text in statuses.items()}
+        return dependency
+
+    return mark
+
+
 def _uses(dependant: Dependant, call: Any) -> bool:
     return dependant.call is call or any(_uses(sub, call) for sub in dependant.dependencies)
+
+
+def _declared_by_dependencies(dependant: Dependant) -> dict[str, str]:
+    statuses = dict(getattr(dependant.call, "__problem_statuses__", {}))
+    for sub in dependant.dependencies:
+        statuses |= _declared_by_dependencies(sub)
+    return statuses
 
 
 def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
@@ -90,6 +112,7 @@ def _document(operation: dict, route: APIRoute) -> None:
         statuses |= _WITH_BODY
     if route.dependant.path_params or route.dependant.query_params or route.dependant.body_params:
         statuses |= _VALIDATION
+    statuses |= _declared_by_dependencies(route.dependant)
     for status, description in statuses.items():
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():

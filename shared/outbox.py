@@ -1,10 +1,11 @@
 """Transactional outbox: events commit with the state change that caused them.
 
-`stage_event` adds a row to the caller's session. When that session commits,
+`stage_events` adds rows to the caller's session. When that session commits,
 the relay of the same engine is woken at once; it publishes pending rows in id
 order with an idempotent `acks=all` producer and marks them published. A crash
 between send and mark can only repeat an event (consumers dedupe on its id);
 it can never lose one, because a row is marked only after the broker acked it.
+A row the broker refuses again and again is set aside (see `OutboxRelay`).
 """
 
 import asyncio
@@ -14,13 +15,21 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
 from aiokafka import AIOKafkaProducer
-from cloudevents.core.v1.event import CloudEvent
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.engine import Connection, Engine, Row
@@ -28,11 +37,12 @@ from sqlmodel import Session, col, select, text
 
 from shared import metrics
 from shared.db import is_sqlite
-from shared.events import envelope_json, record_from_envelope, to_json
+from shared.events import envelope_json, record_from_envelope
 from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
 from shared.messaging_models import OutboxMessage, as_utc
-from shared.tasks import cancel_and_wait
+from shared.retry import Backoff
+from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -41,32 +51,34 @@ _PENDING_FLAG = "outbox_pending"
 _wakers: "weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]]" = weakref.WeakKeyDictionary()
 # Any constant works; it only has to be the same for every relay of one database.
 _RELAY_LOCK_ID = 4_206_2006
+DEFAULT_MAX_ATTEMPTS = 10
+
+# Failures that belong to the row itself: sending it again cannot succeed.
+# Any other Kafka error (broker down, timeouts, leader changes, a closed
+# producer) is the broker's state, not the row's, and is retried for as long
+# as it lasts: an outage must never set rows aside.
+_ROW_REFUSALS = (
+    MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError,
+    CorruptRecordException, UnsupportedForMessageFormatError,
+)
+
+
+def refuses_the_row(error: BaseException) -> bool:
+    if isinstance(error, KafkaError):
+        return isinstance(error, _ROW_REFUSALS)
+    # Raised while reading, building or serialising this row's record.
+    return isinstance(error, Exception)
 
 
 _OUTBOX = OutboxMessage.__table__
 _INSERT_OUTBOX = insert(_OUTBOX)
 _PENDING = (
     select(_OUTBOX.c.id, _OUTBOX.c.event_id, _OUTBOX.c.topic, _OUTBOX.c.message_key, _OUTBOX.c.event_type,
-           _OUTBOX.c.envelope)
-    .where(_OUTBOX.c.published_at.is_(None))
+           _OUTBOX.c.envelope, _OUTBOX.c.attempts)
+    .where(_OUTBOX.c.published_at.is_(None), _OUTBOX.c.set_aside_at.is_(None))
     .order_by(_OUTBOX.c.id)
     .limit(bindparam("limit"))
 )
-
-
-def stage_event(session: Session, *, topic: str, key: str | None, event: CloudEvent) -> str:
-    """Queue `event` for publishing when (and only if) `session` commits;
-    returns its id."""
-    return _stage(session, topic=topic, key=key, event_id=event.get_id(), event_type=event.get_type(),
-                  envelope=to_json(event))
-
-
-def stage_new_event(
-    session: Session, *, topic: str, key: str, type: str, source: str, subject: str | None, data: dict | None
-) -> str:
-    """`stage_event(new_event(...))` without the SDK objects, for hot write paths."""
-    event_id, envelope = envelope_json(type=type, source=source, subject=subject, data=data)
-    return _stage(session, topic=topic, key=key, event_id=event_id, event_type=type, envelope=envelope)
 
 
 @dataclass(frozen=True)
@@ -77,32 +89,26 @@ class NewEvent:
     source: str
     subject: str | None
     data: dict | None
+    # Now, unless the caller's change has its own moment (the catalog's sync).
+    time: datetime | None = None
 
 
-def stage_new_events(session: Session, events: list[NewEvent]) -> list[str]:
-    """`stage_new_event` for many events with one statement; returns their ids."""
+def stage_events(session: Session, events: Sequence[NewEvent]) -> list[str]:
+    """Queue `events` for publishing when (and only if) `session` commits,
+    with one statement; returns their ids."""
     if not events:
         return []
     now, rows = datetime.now(UTC), []
     for event in events:
         event_id, envelope = envelope_json(type=event.type, source=event.source, subject=event.subject,
-                                           data=event.data)
+                                           data=event.data, time=event.time)
         rows.append({"event_id": event_id, "topic": event.topic, "message_key": event.key,
                      "event_type": event.type, "envelope": envelope, "created_at": now, "attempts": 0})
-    session.connection().execute(_INSERT_OUTBOX, rows)
+    # A plain INSERT on the session's connection, not ORM objects: this is on
+    # every write path. One event, the usual case, is not an executemany.
+    session.connection().execute(_INSERT_OUTBOX, rows[0] if len(rows) == 1 else rows)
     session.info[_PENDING_FLAG] = True
     return [row["event_id"] for row in rows]
-
-
-def _stage(session: Session, *, topic: str, key: str | None, event_id: str, event_type: str, envelope: str) -> str:
-    # A plain INSERT on the session's connection, not an ORM object: this is
-    # on every write path.
-    session.connection().execute(_INSERT_OUTBOX, {
-        "event_id": event_id, "topic": topic, "message_key": key, "event_type": event_type,
-        "envelope": envelope, "created_at": datetime.now(UTC), "attempts": 0,
-    })
-    session.info[_PENDING_FLAG] = True
-    return event_id
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -125,15 +131,57 @@ def _forget_pending_after_rollback(session: Session) -> None:
 
 
 def outbox_backlog(session: Session) -> tuple[int, float]:
-    """Unpublished rows and the age in seconds of the oldest one (0 when empty)."""
+    """Pending rows and the age in seconds of the oldest one (0 when empty).
+    Set-aside rows are not pending: `outbox_set_aside_count` counts them."""
     count, oldest = session.exec(
-        select(func.count(), func.min(OutboxMessage.created_at)).where(col(OutboxMessage.published_at).is_(None))
+        select(func.count(), func.min(OutboxMessage.created_at))
+        .where(col(OutboxMessage.published_at).is_(None), col(OutboxMessage.set_aside_at).is_(None))
     ).one()
     age = (datetime.now(UTC) - as_utc(oldest)).total_seconds() if oldest else 0.0
     return int(count), max(age, 0.0)
 
 
+def outbox_set_aside_count(session: Session) -> int:
+    return int(session.exec(
+        select(func.count()).where(col(OutboxMessage.set_aside_at).is_not(None))
+    ).one())
+
+
+def set_aside_rows(session: Session) -> list[OutboxMessage]:
+    """Rows the relay gave up on, oldest first; `last_error` holds the reason."""
+    return list(session.exec(
+        select(OutboxMessage).where(col(OutboxMessage.set_aside_at).is_not(None)).order_by(col(OutboxMessage.id))
+    ).all())
+
+
+def put_back_to_pending(session: Session, row_id: int) -> bool:
+    """Make a set-aside row pending again, with a fresh count of attempts.
+    False when there is no such set-aside row. The caller commits."""
+    result = session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == row_id, col(OutboxMessage.set_aside_at).is_not(None))
+        .values(set_aside_at=None, attempts=0)
+    )
+    session.info[_PENDING_FLAG] = True
+    return result.rowcount == 1
+
+
 class OutboxRelay:
+    """Publishes the outbox of one database, as the supervised worker
+    "outbox-relay": if its loop ever ends with an error it is restarted.
+
+    A row the broker refuses (too large, an invalid topic, an envelope that
+    does not parse) fails its round and is retried with a capped backoff.
+    When a refusal is its `max_attempts`-th failed attempt (or a later one),
+    it is set aside: no longer pending, its reason kept in `last_error`,
+    counted in `caj_outbox_set_aside_total` and listed by `caj outbox failed`.
+    Per-key order: the rows behind it, those with the same key included, are
+    published without it, so a consumer may see later events of that key and
+    never this one (or, if an operator puts it back, see it after them): one
+    refused row must not hold back every later event of the service. Failures
+    that are the broker's state (down, timing out) are retried for as long as
+    they last and never set a row aside."""
+
     def __init__(
         self,
         *,
@@ -143,7 +191,11 @@ class OutboxRelay:
         batch_size: int = 500,
         writer: "GroupCommitWriter | None" = None,
         read_engine: Engine | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff: Backoff | None = None,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.engine = engine
         # Loading pending rows is a read: on SQLite it must not take the write
         # lock (BEGIN IMMEDIATE) that the service's writers are queuing for.
@@ -154,9 +206,15 @@ class OutboxRelay:
         self.producer = producer
         self.poll_interval = poll_interval
         self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        # Between failed rounds; capped, so however long the broker is down
+        # the relay goes on retrying every few seconds.
+        self.backoff = backoff or Backoff(first=0.2, cap=5.0)
+        # Made here, not in start(): readiness may look at it before the
+        # relay starts (Kafka not connected yet).
+        self.worker = SupervisedWorker("outbox-relay", self.run)
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
         self._leader_connection: Connection | None = None
         self._leader_file: IO | None = None
         # Leadership is taken in a worker thread that a cancelled task does not
@@ -168,19 +226,19 @@ class OutboxRelay:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         _wakers.setdefault(self.engine, []).append(self.wake)
-        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+        self.worker.start()
 
     async def stop(self) -> None:
         self._stopped = True
         wakers = _wakers.get(self.engine, [])
         if self.wake in wakers:
             wakers.remove(self.wake)
-        await cancel_and_wait(self._task)
+        await self.worker.stop()
         await asyncio.to_thread(self._release_leadership)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.worker.running
 
     def wake(self) -> None:
         """Safe to call from any thread (commits happen in FastAPI's thread pool)."""
@@ -188,18 +246,16 @@ class OutboxRelay:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def run(self) -> None:
-        failures = 0
         while True:
             self._wakeup.clear()
             try:
                 published = await self.publish_pending()
-                failures = 0
             except Exception:
-                failures += 1
-                delay = min(0.2 * 2**failures, 5.0)
+                delay = self.backoff.next_delay()
                 log.warning("outbox relay round failed; retrying in %.1fs", delay, exc_info=True)
                 await asyncio.sleep(delay)
                 continue
+            self.backoff.reset()
             if published >= self.batch_size:
                 continue  # more rows are probably waiting
             try:
@@ -254,8 +310,15 @@ class OutboxRelay:
         if failure is not None:
             row, error = failure
             metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
-            await asyncio.to_thread(self._record_failure, [row.id], repr(error))
-            raise RuntimeError(f"outbox row {row.id} ({row.event_type}) was not published: {error!r}") from error
+            # Only the leader publishes, so the loaded count is the row's own.
+            set_aside = refuses_the_row(error) and row.attempts + 1 >= self.max_attempts
+            await asyncio.to_thread(self._record_failure, row.id, repr(error), set_aside)
+            if not set_aside:
+                raise RuntimeError(f"outbox row {row.id} ({row.event_type}) was not published: {error!r}") from error
+            metrics.OUTBOX_SET_ASIDE.labels(topic=row.topic).inc()
+            log.error("outbox row %s (%s to %s) set aside after %d refusals: %r",
+                      row.id, row.event_type, row.topic, row.attempts + 1, error)
+            self._wakeup.set()  # the rows behind it go out now, not at the next poll
         return len(sent)
 
     def _load_pending(self) -> list[Row]:
@@ -276,13 +339,12 @@ class OutboxRelay:
             .values(published_at=datetime.now(UTC), attempts=OutboxMessage.attempts + 1, last_error=None)
         )
 
-    def _record_failure(self, ids: list[int | None], error: str) -> None:
+    def _record_failure(self, row_id: int, error: str, set_aside: bool) -> None:
+        values = {"attempts": OutboxMessage.attempts + 1, "last_error": error[:2000]}
+        if set_aside:
+            values["set_aside_at"] = datetime.now(UTC)
         with Session(self.engine) as session:
-            session.exec(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(ids))
-                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000])
-            )
+            session.exec(update(OutboxMessage).where(col(OutboxMessage.id) == row_id).values(**values))
             session.commit()
 
     # -- one publisher per database -----------------------------------------

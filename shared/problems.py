@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json errors with a machine-readable `reason`."""
+"""RFC 9457 problem+json errors with a machine-readable `reason`: domain
+errors (shared/errors.py) are answered here, as are FastAPI's own."""
 
 import logging
 import re
@@ -9,22 +10,46 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+
 PROBLEM_JSON = "application/problem+json"
 
+# The one place a kind of domain error becomes an HTTP status.
+STATUS_OF_ERROR: dict[type[DomainError], int] = {
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+}
 
-class ProblemError(Exception):
-    """Raise from a router (or map a domain error to it) to answer problem+json."""
 
-    def __init__(
-        self, status: int, reason: str, title: str, detail: str | None = None, **extensions: Any
-    ) -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.reason = reason
-        self.title = title
-        self.detail = detail
-        self.extensions = extensions
-        self.headers: dict[str, str] = {}
+def status_of(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[kind]
+    return 400  # a DomainError of no known kind: the caller's mistake, not ours
+
+
+def _headers_of(error: DomainError) -> dict[str, str] | None:
+    headers = {}
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="caj-tracker"'
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers or None
 
 
 def problem_response(
@@ -55,11 +80,11 @@ _REASONS_BY_STATUS = {
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(request: Request, error: ProblemError) -> JSONResponse:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, error: DomainError) -> JSONResponse:
         return problem_response(
-            status=error.status, reason=error.reason, title=error.title, detail=error.detail,
-            instance=request.url.path, headers=error.headers or None, **error.extensions,
+            status=status_of(error), reason=error.reason, title=error.title, detail=error.detail,
+            instance=request.url.path, headers=_headers_of(error), **error.extensions,
         )
 
     @app.exception_handler(RequestValidationError)

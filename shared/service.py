@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from shared import metrics
 from shared.consumer import Handler, IdempotentConsumer
+from shared.contracts.registry import CONSUMERS, ConsumerSpec
 from shared.db import is_sqlite, make_engine, ping
 from shared.group_commit import GroupCommitWriter
 from shared.http_middleware import ServiceMiddleware
@@ -32,17 +33,32 @@ from shared.outbox import OutboxRelay, outbox_backlog
 from shared.openapi import document_problems
 from shared.problems import install_problem_handlers
 from shared.settings import ServiceSettings
-from shared.tasks import cancel_and_wait, retry_until_done
+from shared.retry import Backoff, retry
+from shared.tasks import cancel_and_wait
+from shared.workers import SupervisedWorker
 from shared.topics import IDENTITY_KEYS, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ConsumerSpec:
-    group_id: str
-    topics: tuple[TopicSpec, ...]
-    handler: Handler
+def registered_consumers(service: str, handlers: Mapping[str, Handler]) -> tuple[tuple[ConsumerSpec, ...], bool]:
+    """The service's consumer groups (each with its topics) and whether it
+    follows identity.keys, as shared/contracts/registry.py lists them, which
+    is also what the AsyncAPI document says. Refuses handlers that do not
+    match the registry's groups one to one, so neither can drift."""
+    entries = [spec for spec in CONSUMERS if spec.service == service]
+    groups = {spec.group_id: spec for spec in entries if spec.group_id is not None}
+    missing, unlisted = sorted(set(groups) - set(handlers)), sorted(set(handlers) - set(groups))
+    if missing or unlisted:
+        raise ValueError(
+            f"the {service} service's handlers do not match shared/contracts/registry.py: "
+            f"no handler for {missing or 'none'}; handlers for groups it does not list: {unlisted or 'none'}"
+        )
+    group_free = [spec for spec in entries if spec.group_id is None]
+    if any(spec.topics != (IDENTITY_KEYS,) for spec in group_free):
+        # The key store is the only reader without a group that a runtime has.
+        raise ValueError(f"the {service} service can read only {IDENTITY_KEYS.name} without a consumer group")
+    return tuple(groups.values()), bool(group_free)
 
 
 @dataclass
@@ -56,17 +72,22 @@ class ServiceRuntime:
     settings: ServiceSettings
     migrations_package: str
     topics: tuple[TopicSpec, ...] = ()
-    consumer_specs: tuple[ConsumerSpec, ...] = ()
+    # A handler per consumer group, by group id: the groups, their topics, and
+    # whether the service reads API keys (identity.keys) come from the registry.
+    handlers: dict[str, Handler] = field(default_factory=dict)
     dead_letter_topic: TopicSpec | None = None
     # Gauges computed from the database when /metrics is scraped.
     metric_refreshers: tuple[Callable[[Session], None], ...] = ()
-    # Reads API keys from identity.keys: for services that authenticate callers.
-    identity: bool = False
     # Service-specific readiness checks, e.g. "the catalog is loaded".
     extra_checks: dict[str, Callable[[], CheckResult]] = field(default_factory=dict)
     consumers: list[IdempotentConsumer] = field(default_factory=list)
+    # Workers a service adds of its own (e.g. the webhook dispatcher), checked
+    # by /readyz with the runtime's own.
+    extra_workers: list[SupervisedWorker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Refused before anything starts when the handlers and the registry disagree.
+        self.consumer_specs, self.identity = registered_consumers(self.settings.service_name, self.handlers)
         url = self.settings.resolved_database_url()
         self.engine = make_engine(url, sqlite_synchronous=self.settings.sqlite_synchronous)
         # Reads never wait for SQLite's write lock; on PostgreSQL one engine serves both.
@@ -95,6 +116,7 @@ class ServiceRuntime:
             producer=self.producer,
             poll_interval=self.settings.outbox_poll_interval_seconds,
             batch_size=self.settings.outbox_batch_size,
+            max_attempts=self.settings.outbox_max_attempts,
             writer=self.writer,
             read_engine=self.read_engine,
         )
@@ -109,32 +131,33 @@ class ServiceRuntime:
                                 replication_factor=self.settings.kafka_replication_factor)
             await self.producer.start()
 
-        await retry_until_done(topics_and_producer, what="connecting to Kafka", first_delay=0.5)
+        await retry(topics_and_producer, what="connecting to Kafka", backoff=Backoff(first=0.5, cap=10.0))
         self.relay.start()
         if self.key_store is not None:
-            await retry_until_done(self.key_store.start, what="starting the key store")
+            await retry(self.key_store.start, what="starting the key store")
         if self.consumer_specs:
             # A consumer must not meet a schema it does not know (a rolling
             # deploy before `caj db upgrade`): it would dead-letter good records.
+            schema_wait = Backoff(first=0.5, cap=5.0)
             while not (check := await asyncio.to_thread(self._check_database)).ok:
-                log.warning("consumers wait for the database: %s", check.detail)
-                await asyncio.sleep(2.0)
+                delay = schema_wait.next_delay()
+                log.warning("consumers wait for the database: %s; checking again in %.1fs", check.detail, delay)
+                await asyncio.sleep(delay)
         for spec in self.consumer_specs:
             if self.dead_letter_topic is None:
                 raise RuntimeError("a consuming service needs a dead-letter topic")
             consumer = IdempotentConsumer(
-                engine=self.engine,
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 group_id=spec.group_id,
                 client_id=f"{self.settings.client_id}-{spec.group_id}",
                 topics=[topic.name for topic in spec.topics],
-                handler=spec.handler,
+                handler=self.handlers[spec.group_id],
                 producer=self.producer,
                 dead_letter_topic=self.dead_letter_topic.name,
                 max_attempts=self.settings.consumer_max_attempts,
                 writer=self.writer,
             )
-            await retry_until_done(consumer.start, what=f"starting consumer {spec.group_id}")
+            await retry(consumer.start, what=f"starting consumer {spec.group_id}")
             self.consumers.append(consumer)
         self.kafka_connected = True
         log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
@@ -163,6 +186,16 @@ class ServiceRuntime:
         self.engine.dispose()
         self.read_engine.dispose()
 
+    def supervise(self, worker: SupervisedWorker) -> None:
+        """Have /readyz check a worker the service runs of its own."""
+        self.extra_workers.append(worker)
+
+    def workers(self) -> list[SupervisedWorker]:
+        """Every background worker of this process that has been started."""
+        components = [self.writer, self.relay, self.key_store, *self.consumers]
+        workers = [component.worker for component in components if component is not None]
+        return [worker for worker in [*workers, *self.extra_workers] if worker.started]
+
     # -- health ----------------------------------------------------------------
     async def readiness(self) -> dict[str, CheckResult]:
         try:
@@ -171,7 +204,7 @@ class ServiceRuntime:
             )
         except TimeoutError:
             database = CheckResult(False, "database did not answer in time")
-        checks = {"database": database, "kafka": await self._check_kafka()}
+        checks = {"database": database, "kafka": await self._check_kafka(), "workers": self._check_workers()}
         if self.consumer_specs:
             checks["consumers"] = self._check_consumers()
         if self.identity:
@@ -200,8 +233,6 @@ class ServiceRuntime:
     async def _check_kafka(self) -> CheckResult:
         if not self.kafka_connected or self.producer is None or self.relay is None:
             return CheckResult(False, "not connected yet")
-        if not self.relay.running:
-            return CheckResult(False, "outbox relay stopped")
         # A metadata round trip proves the broker answers now; cached for a
         # second so a burst of probes does not become a burst of requests.
         now = time.monotonic()
@@ -216,6 +247,13 @@ class ServiceRuntime:
             result = CheckResult(False, f"broker unreachable: {type(error).__name__}")
         self._kafka_check = (now, result)
         return result
+
+    def _check_workers(self) -> CheckResult:
+        down = [f"{worker.name} ({worker.status})" for worker in self.workers() if not worker.running
+                and not worker.finished]
+        if down:
+            return CheckResult(False, "worker down: " + "; ".join(down))
+        return CheckResult(True, f"{len(self.workers())} running")
 
     def _check_consumers(self) -> CheckResult:
         for consumer in self.consumers:

@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     # process wake the relay at once.
     outbox_poll_interval_seconds: float = 1.0
     outbox_batch_size: int = 500
+    # A row the broker refuses this many times (too large, invalid) is set
+    # aside so the rows behind it go out; outages are retried without limit.
+    outbox_max_attempts: int = Field(default=10, ge=1)
     consumer_max_attempts: int = 3
     # Concurrent writes are committed together, up to this many per commit.
     group_commit_max_batch: int = 128

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from shared.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -107,6 +109,7 @@ async def ensure_topics(
     `replication_factor` is 1 for the single local broker; a cluster wants 3
     (with min.insync.replicas 2), or -1 for the broker's default."""
     deadline = asyncio.get_running_loop().time() + timeout
+    backoff = Backoff(first=0.5, cap=5.0)
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
         try:
@@ -140,7 +143,8 @@ async def ensure_topics(
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.warning("topic creation failed; retrying", exc_info=True)
-            await asyncio.sleep(1.0)
+            delay = backoff.next_delay()
+            log.warning("topic creation failed; retrying in %.1fs", delay, exc_info=True)
+            await asyncio.sleep(delay)
         finally:
             await admin.close()

@@ -85,24 +85,36 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("database_backend", database_backends(), scope="function")
 
 
+# The team's reference copies (source text, IATI schemas) sit beside a
+# working checkout, not inside it: the repo carries its own copies, pinned by
+# hash, and compares them with the reference only where it is there.
+REFERENCE_COPY = REPO_ROOT.parent / "shared"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of PostgreSQL-only behaviour run only when a server is given;
+    """Tests of PostgreSQL-only behaviour run only when a server is given,
+    and comparisons with the reference copy only where it exists; otherwise
     they are deselected (and said so), never counted as skipped passes."""
-    if POSTGRES_URL:
-        return
-    selected = [item for item in items if "postgres_database_url" not in getattr(item, "fixturenames", ())]
+    def runnable(item: pytest.Item) -> bool:
+        if not POSTGRES_URL and "postgres_database_url" in getattr(item, "fixturenames", ()):
+            return False
+        return REFERENCE_COPY.is_dir() or item.get_closest_marker("needs_reference_copy") is None
+
+    selected = [item for item in items if runnable(item)]
     deselected = [item for item in items if item not in selected]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "a broker started for this session"
     postgres = "TEST_POSTGRES_URL set: database tests also run on PostgreSQL" if POSTGRES_URL else (
         "TEST_POSTGRES_URL not set: SQLite only, PostgreSQL-only tests deselected"
     )
-    return f"kafka: {kafka}; {postgres}"
+    reference = (f"reference copy at {REFERENCE_COPY}: compared with the repo's copies" if REFERENCE_COPY.is_dir()
+                 else f"no reference copy at {REFERENCE_COPY}: its comparisons deselected (pinned hashes still checked)")
+    return [f"kafka: {kafka}; {postgres}", reference]
 
 
 @pytest.fixture

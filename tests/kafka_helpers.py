@@ -1,13 +1,18 @@
 """Small tools the tests use to look at the real broker directly."""
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy.engine import Engine
 
+from shared.events import to_kafka
+from shared.group_commit import GroupCommitWriter
 from shared.topics import TopicSpec, ensure_topics
 
 # A table of effects only tests have: one row per handled event.
@@ -80,3 +85,41 @@ async def wait_for(condition: Callable[[], bool], *, timeout: float = 30.0, inte
             return True
         await asyncio.sleep(interval)
     return condition()
+
+
+async def send_event(
+    producer: AIOKafkaProducer, topic: str, event: CloudEvent, *, key: str = "k", partition: int | None = None
+) -> None:
+    record = to_kafka(event, key=key)
+    await producer.send_and_wait(topic, value=record.value, key=record.key, headers=record.headers,
+                                 partition=partition)
+
+
+@contextlib.asynccontextmanager
+async def started_writer(engine: Engine) -> AsyncIterator[GroupCommitWriter]:
+    """A running group-commit writer, as every consumer needs."""
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+
+
+def fetch_together(consumer: AIOKafkaConsumer, count: int, *, timeout: float = 30.0) -> None:
+    """Make `consumer`'s first poll hand over `count` records at once, however
+    many fetches the broker takes to deliver them (or what came by `timeout`):
+    for tests of how the records of one poll are applied."""
+    own_getmany = consumer.getmany
+
+    async def getmany(*partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None):
+        gathered: dict[TopicPartition, list[ConsumerRecord]] = {}
+        deadline = time.monotonic() + timeout
+        while sum(map(len, gathered.values())) < count and time.monotonic() < deadline:
+            fetched = await own_getmany(*partitions, timeout_ms=200, max_records=max_records)
+            for partition, records in fetched.items():
+                gathered.setdefault(partition, []).extend(records)
+        consumer.getmany = own_getmany  # later polls are the consumer's own
+        return gathered
+
+    consumer.getmany = getmany

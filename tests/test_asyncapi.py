@@ -1,15 +1,20 @@
 """The AsyncAPI document describes every topic and event, and agrees with the
-event models the services use."""
+event models the services use and with the consumers they run."""
 
 import importlib
 import pkgutil
+import time
 
+import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 import shared.contracts
 from shared.contracts.asyncapi import build_asyncapi
-from shared.contracts.registry import BY_TYPE, EVENTS
-from shared.settings import REPO_ROOT
+from shared.contracts.registry import BY_TYPE, CONSUMERS, EVENTS
+from shared.migrations import upgrade
+from shared.service import ServiceRuntime, registered_consumers
+from shared.settings import REPO_ROOT, ServiceSettings
 from shared.topics import ALL_TOPICS
 
 DOCUMENT_PATH = REPO_ROOT / "docs" / "asyncapi.yaml"
@@ -81,3 +86,59 @@ def test_payload_schemas_are_the_models_schemas_and_every_ref_resolves():
         assert schema == expected
     for operation in document["operations"].values():
         assert operation["action"] in ("send", "receive")
+
+
+# -- consumers are the registry's ------------------------------------------------------
+def handle_nothing(session, event) -> None:
+    return None
+
+
+@pytest.mark.parametrize(("service", "handlers", "complaint"), [
+    ("requests", {}, "no handler for ['requests.offers']"),
+    ("requests", {"requests.offers": handle_nothing, "requests.audit": handle_nothing},
+     "groups it does not list: ['requests.audit']"),
+    ("catalog", {"catalog.audit": handle_nothing}, "groups it does not list: ['catalog.audit']"),
+])
+def test_handlers_that_do_not_match_the_registry_are_refused_before_anything_starts(
+        service, handlers, complaint, tmp_path):
+    settings = ServiceSettings(service_name=service, database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    with pytest.raises(ValueError) as refused:
+        ServiceRuntime(settings=settings, migrations_package=f"{service}_service", handlers=handlers)
+    assert complaint in str(refused.value)
+
+
+def test_the_registrys_groups_and_identity_readers_drive_the_runtime():
+    groups, identity = registered_consumers("notifications", {"notifications.router": handle_nothing})
+    assert [(spec.group_id, [topic.name for topic in spec.topics]) for spec in groups] == [
+        ("notifications.router", ["requests.events", "catalog.commitments"])]
+    assert identity
+    assert registered_consumers("catalog", {}) == ((), False)
+
+
+SERVICES = {
+    "catalog": ("catalog_service.main", "catalog_service.config", "CatalogSettings"),
+    "requests": ("requests_service.main", "requests_service.config", "RequestsSettings"),
+    "notifications": ("notifications_service.main", "notifications_service.config", "NotificationsSettings"),
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_runs_exactly_the_consumers_the_registry_lists(service, kafka_bootstrap, tmp_path):
+    main, config, settings_class = SERVICES[service]
+    database_url = f"sqlite:///{tmp_path / 'service.sqlite3'}"
+    upgrade(f"{service}_service", database_url)
+    settings = getattr(importlib.import_module(config), settings_class)(
+        database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap, log_json=False)
+    app = importlib.import_module(main).create_app(settings)
+    runtime = app.state.runtime
+    with TestClient(app):
+        deadline = time.monotonic() + 60
+        while not runtime.kafka_connected:
+            assert time.monotonic() < deadline, "the service never connected to Kafka"
+            time.sleep(0.1)
+        running = {(consumer.group_id, tuple(consumer.topics)) for consumer in runtime.consumers}
+        follows_identity = runtime.key_store is not None and runtime.key_store.running
+    listed = [spec for spec in CONSUMERS if spec.service == service]
+    assert running == {(spec.group_id, tuple(topic.name for topic in spec.topics))
+                       for spec in listed if spec.group_id is not None}
+    assert follows_identity == any(spec.group_id is None for spec in listed)

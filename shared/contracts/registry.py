@@ -1,6 +1,7 @@
 """Every event type the system publishes: its payload model, topic, key and
 producer; and who consumes each topic. The AsyncAPI document is built from
-this, and tests check published events against it."""
+this, services run exactly the consumers listed here (a service gives only
+a handler per group id), and tests check published events against it."""
 
 from dataclasses import dataclass
 

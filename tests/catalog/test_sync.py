@@ -49,6 +49,7 @@ def test_first_sync_publishes_every_commitment_and_a_second_sync_nothing(catalog
     first = CommitmentPublished.model_validate(events[0].get_data())
     assert events[0].get_type() == COMMITMENT_PUBLISHED and first.revision == 1
     assert events[0].get_subject() == first.commitment.id
+    assert {event.get_time() for event in events} == {first.updated_at}, "every event carries the sync's time"
 
     again = sync_plans(catalog_engine, [load_plan_file(PLAN_2006)])
     assert again.published == 0 and again.unchanged == 106

@@ -1,14 +1,15 @@
-"""The pure parts of webhook delivery: the retry schedule, Retry-After,
-which addresses are refused, and signatures a receiver can check."""
+"""Webhook delivery without the service: the production schedule, which
+addresses are refused, signatures a receiver can check, and single attempts
+against a real local receiver. (The schedule's cases: test_schedule.py.)"""
 
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from notifications_service.config import PRODUCTION_RETRY_SCHEDULE, NotificationsSettings
-from notifications_service.delivery import Claimed, parse_retry_after, retry_delay, send_attempt, webhook_client
+from notifications_service.delivery import Claimed, send_attempt, webhook_client
+from notifications_service.states import AttemptOutcome
 from notifications_service.webhooks import (
     AddressGuard,
     UnsafeWebhookUrl,
@@ -21,20 +22,6 @@ from notifications_service.webhooks import (
 from tests.notifications.receiver import Receiver, Reply
 
 
-def test_the_schedule_runs_out_after_its_last_delay():
-    schedule = [1.0, 10.0, 100.0]
-    assert [retry_delay(schedule, n, jitter=0) for n in (1, 2, 3)] == schedule
-    assert retry_delay(schedule, 4, jitter=0) is None
-    assert retry_delay([], 1, jitter=0) is None
-
-
-def test_jitter_spreads_delays_within_its_bounds():
-    rng = random.Random(7)
-    delays = [retry_delay([100.0], 1, jitter=0.2, rng=rng) for _ in range(200)]
-    assert all(80.0 <= d <= 120.0 for d in delays)
-    assert max(delays) - min(delays) > 20, "not spread"
-
-
 def test_the_production_schedule_spans_hours_and_grows():
     assert NotificationsSettings().webhook_retry_schedule_seconds == PRODUCTION_RETRY_SCHEDULE
     assert sum(PRODUCTION_RETRY_SCHEDULE) > 24 * 3600
@@ -44,15 +31,6 @@ def test_the_production_schedule_spans_hours_and_grows():
 def test_negative_delays_are_refused():
     with pytest.raises(ValueError):
         NotificationsSettings(webhook_retry_schedule_seconds=[1, -1])
-
-
-def test_retry_after_in_seconds_or_as_a_date():
-    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    assert parse_retry_after("120", now=now) == 120.0
-    assert parse_retry_after("Sat, 28 Nov 2026 12:01:30 GMT", now=now) == 90.0
-    assert parse_retry_after("Sat, 28 Nov 2026 11:00:00 GMT", now=now) == 0.0
-    assert parse_retry_after("soon", now=now) is None
-    assert parse_retry_after(None, now=now) is None
 
 
 @pytest.mark.parametrize("address", [
@@ -142,3 +120,15 @@ async def test_redirects_are_not_followed():
             outcome = await send_attempt(client, guard, _claimed(url))
         assert outcome.outcome == "failed" and outcome.status_code == 307
         assert receiver.received("/elsewhere") == []
+
+
+async def test_a_receiver_slower_than_the_timeout_is_cut_off_and_the_attempt_failed():
+    settings = NotificationsSettings(webhook_allow_private_addresses=True, webhook_timeout_seconds=0.5)
+    guard = AddressGuard(allow_private=True)
+    with Receiver() as receiver:
+        url = receiver.script("/slow", Reply(200, delay=2.0))
+        async with webhook_client(settings, guard) as client:
+            outcome = await send_attempt(client, guard, _claimed(url))
+    assert outcome.outcome == AttemptOutcome.FAILED and outcome.status_code is None
+    assert outcome.error == "timeout after 0.5 s"
+    assert 400 <= outcome.duration_ms < 1500, "the attempt was cut at the timeout"

@@ -1,5 +1,6 @@
 """The dispatcher in-process, on a real database and a real receiver: what a
-graceful stop does to deliveries it has claimed but not sent."""
+graceful stop does to deliveries it has claimed but not sent, the limit on a
+broken receiver, and a claim loop that survives its own failures."""
 
 import asyncio
 import contextlib
@@ -8,16 +9,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from notifications_service.config import NotificationsSettings
-from notifications_service.delivery import Dispatcher
+from notifications_service.delivery import Dispatcher, statements
 from notifications_service.models import DeliveryRow, NotificationRow, WebhookEndpointRow
+from notifications_service.states import DeliveryState
 from notifications_service.webhooks import new_secret
 from shared.db import make_engine
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc, utcnow
 from shared.migrations import upgrade
+from shared.retry import Backoff
 from tests.notifications.receiver import Receiver, Reply
 
 AGENCY = "tj-dispatcher-test"
@@ -34,7 +38,8 @@ def add_deliveries(engine, url: str, count: int, agency: str = AGENCY) -> list[s
                 event_type="org.caj-tracker.requests.request.status-changed.v1", recipient=agency,
                 payload={"n": number}, event_time=utcnow())
             delivery = DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id, agency_id=agency,
-                                   event_type=notification.event_type, state="pending", next_attempt_at=utcnow())
+                                   event_type=notification.event_type, state=DeliveryState.PENDING,
+                                   next_attempt_at=utcnow())
             session.add(notification)
             session.add(delivery)
             ids.append(delivery.id)
@@ -137,3 +142,64 @@ async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
             assert len(receiver.received("/healthy")) == 5
             broken_attempts = len(receiver.received("/broken"))
             assert broken_attempts <= 8 + 1, f"the broken receiver had {broken_attempts} attempts first"
+
+
+async def delivered(engine, count: int, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        with Session(engine) as session:
+            done = session.exec(select(DeliveryRow.id).where(DeliveryRow.state == DeliveryState.DELIVERED)).all()
+        if len(done) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(done)} of {count} deliveries delivered")
+
+
+async def test_the_claim_loop_is_a_supervised_worker_that_comes_back_after_a_crash(database_url):
+    """A bug that ends the loop does not end delivery: while the loop is down
+    the dispatcher says so (and /readyz with it), then it is started again."""
+    async with dispatcher_on(database_url) as (engine, dispatcher):
+        dispatcher.worker.backoff = Backoff(first=0.05, cap=0.1)
+        broken = asyncio.Event()
+        broken.set()
+        rooms = dispatcher.struggling.rooms
+
+        def rooms_while_broken(unsent):
+            if broken.is_set():
+                raise RuntimeError("a bug in the claim loop")
+            return rooms(unsent)
+
+        dispatcher.struggling.rooms = rooms_while_broken
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/after-a-crash"), 3)
+            dispatcher.start()
+            for _ in range(100):
+                if dispatcher.worker.restarts:
+                    break
+                await asyncio.sleep(0.02)
+            assert dispatcher.worker.name == "webhook-dispatcher"
+            assert not dispatcher.running and "a bug in the claim loop" in dispatcher.worker.status
+            broken.clear()
+            await delivered(engine, 3)
+            assert dispatcher.running
+        assert dispatcher.worker.restarts >= 1
+
+
+async def test_a_failing_claim_is_retried_by_the_loop_itself(database_url, monkeypatch):
+    """The database failing a claim is not a crash: the loop waits (a growing
+    backoff) and claims again, and the worker is never restarted."""
+    async with dispatcher_on(database_url, delivery_poll_interval_seconds=0.05) as (engine, dispatcher):
+        failures = []
+        claim_work = statements.claim_work
+
+        def failing_twice(*args):
+            if len(failures) < 2:
+                failures.append(1)
+                raise OperationalError("UPDATE ...", {}, Exception("database is locked"))
+            return claim_work(*args)
+
+        monkeypatch.setattr(statements, "claim_work", failing_twice)
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/after-a-failed-claim"), 2)
+            dispatcher.start()
+            await delivered(engine, 2)
+        assert len(failures) == 2 and dispatcher.worker.restarts == 0 and dispatcher.running

@@ -1,9 +1,13 @@
 """Routing rules as data, and one notification per (event, recipient)."""
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from notifications_service.consumers import make_handler
@@ -20,6 +24,7 @@ from catalog_service.plan_files import DEFAULT_PLAN_FILES, load_plan_file
 from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.db import make_engine
 from shared.events import new_event
+from shared.group_commit import GroupCommitWriter
 from shared.migrations import upgrade
 
 RULES = load_rules()
@@ -138,4 +143,51 @@ def test_a_run_of_events_handled_together_makes_what_one_at_a_time_makes(databas
         event_order = [event.get_id() for event in events]
         assert ordered == sorted(ordered, key=event_order.index), "created in the order of the events"
     finally:
+        engine.dispose()
+
+
+def created(event_type: str) -> float:
+    return REGISTRY.get_sample_value("caj_notifications_created_total", {"event_type": event_type}) or 0.0
+
+
+async def test_notifications_are_counted_once_committed_never_for_a_failed_commit(database_url):
+    """Routing runs inside the group commit: a later operation in the same
+    transaction can make its commit fail, and the consumer rolls a run back
+    when it fails. Neither counts; a committed run counts each notification
+    exactly once."""
+    upgrade("notifications_service", database_url)
+    engine = make_engine(database_url)
+    writer = GroupCommitWriter(engine)
+    writer.start()
+    handler = make_handler(RULES, agencies_of)
+
+    def activated():  # four recipients: jp-mofa, jica, tj-border-service, coordinators
+        return new_event(type=OFFER_ACTIVATED, source=REQUESTS_SOURCE, subject="caj-2006-2-1-04", data={
+            "commitment_id": "caj-2006-2-1-04", "responsible_agencies": ["jp-mofa", "jica"],
+            "requesting_agency_id": "tj-border-service", "countries": ["TJ"]})
+
+    def fail_the_commit(session: Session) -> None:
+        @sa_event.listens_for(session, "before_commit")
+        def refuse(session: Session) -> None:
+            if not session.in_nested_transaction():  # the transaction's commit, not a savepoint's
+                raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    try:
+        before = created(OFFER_ACTIVATED)
+        routed = writer.run(lambda session: handler(session, activated()))
+        results = await asyncio.gather(routed, writer.run(fail_the_commit), return_exceptions=True)
+        assert all(isinstance(result, OperationalError) for result in results), results
+        assert created(OFFER_ACTIVATED) == before, "counted for a commit that failed"
+
+        with Session(engine) as session:  # the consumer's own transaction, rolled back
+            assert handler(session, activated()) == "processed"
+            session.rollback()
+        assert created(OFFER_ACTIVATED) == before, "counted for a rolled-back run"
+
+        assert await writer.run(lambda session: handler(session, activated())) == "processed"
+        assert created(OFFER_ACTIVATED) == before + 4
+        with Session(engine) as session:
+            assert len(session.exec(select(NotificationRow)).all()) == 4
+    finally:
+        await writer.stop()
         engine.dispose()

@@ -1,7 +1,9 @@
 """Webhook delivery on the real notifications service, a real broker and a
 real HTTP receiver on 127.0.0.1: signatures checked with the standardwebhooks
-package as a receiver would, retries, Retry-After, 410, timeouts, dead
-deliveries retried by hand, a restart in the middle of a schedule."""
+package as a receiver would, retries, Retry-After, 410, dead deliveries
+retried by hand, a restart in the middle of a schedule, a kill mid-attempt.
+The schedule's every case is a unit test (test_schedule.py); timeouts are
+tested on a single attempt (test_delivery_rules.py)."""
 
 import asyncio
 import itertools
@@ -281,20 +283,6 @@ def test_retry_after_on_429_and_503_is_honoured(hooks, receiver, keys, kafka_boo
     gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
     assert gaps[0] >= 2.0 - 0.05, f"Retry-After: 2 was not honoured ({gaps})"
     assert gaps[1] >= 1.0 - 0.05, f"Retry-After: 1 was not honoured ({gaps})"
-
-
-def test_a_slow_receiver_times_out_and_the_timeout_counts_as_a_failure(hooks, receiver, keys, kafka_bootstrap):
-    agency = Agency(keys)
-    coordinator = keys.make("coordinator")
-    url = receiver.script(agency.path, Reply(200, delay=TIMEOUT + 1.5))
-    with httpx.Client(base_url=hooks.base_url, timeout=30) as api:
-        register(api, agency, url)
-        status_changed(kafka_bootstrap, agency)
-        delivery = wait_delivery(api, coordinator, agency, lambda d: d["state"] == "delivered", timeout=30)
-    first, second = delivery["history"]
-    assert first["outcome"] == "failed" and first["status_code"] is None and "timeout" in first["error"]
-    assert first["duration_ms"] < (TIMEOUT + 1.0) * 1000, "the attempt was cut at the timeout"
-    assert second["outcome"] == "delivered"
 
 
 def test_410_disables_the_endpoint_and_kills_the_delivery(hooks, receiver, keys, kafka_bootstrap):

@@ -10,10 +10,11 @@ from sqlmodel import Session
 from catalog_service.plan_files import DEFAULT_PLAN_FILES, load_plan_file
 from requests_service.consumers import handle_catalog_event
 from requests_service.models import OfferRow
-from requests_service.service import DomainError, NewRequest, submit_request
+from requests_service.service import NewRequest, submit_request
 from shared.consumer import PoisonMessage
 from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_PUBLISHED, COMMITMENT_REMOVED, CommitmentPublished
 from shared.db import make_engine
+from shared.errors import Invalid
 from shared.events import new_event
 from shared.identity import Principal
 from shared.migrations import upgrade
@@ -61,7 +62,7 @@ def test_states_revisions_and_tombstones(engine):
     tombstone = new_event(type=COMMITMENT_REMOVED, source=CATALOG_SOURCE, subject=BORDER.id, data=None)
     assert apply(engine, tombstone) == "processed"
     assert offer(engine).removed is True
-    with Session(engine) as session, pytest.raises(DomainError) as refused:
+    with Session(engine) as session, pytest.raises(Invalid) as refused:
         submit_request(session, principal=TAJIK_AGENCY, new=NewRequest(BORDER.id, "Border posts", "x"))
     assert refused.value.reason == "unknown_commitment"
 

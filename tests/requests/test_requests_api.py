@@ -311,6 +311,28 @@ def test_lifecycle_with_history_and_refused_transitions(api, people):
     assert history[3]["actor_role"] == "partner" and history[3]["actor_agency_id"] == "tj-border-service"
 
 
+def test_a_transition_never_the_callers_to_make_is_403_and_one_wrong_for_the_state_is_409(api, people):
+    created = submit(api, people["tj"], body(BORDER_TJ_AF, title="Approve my own")).json()
+    path = f"/v1/requests/{created['id']}/transitions"
+    agency, coordinator = auth(people["tj"]), auth(people["coordinator"])
+
+    for headers, to in ((agency, "approved"), (agency, "fulfilled"), (coordinator, "withdrawn")):
+        refused = api.post(path, json={"to": to}, headers=headers)
+        assert refused.status_code == 403, (to, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["reason"] == "forbidden" and "allowed" not in problem
+        assert problem["detail"].endswith("never does, whatever the request's status."), problem
+    assert "Coordinators may move a request to approved" in api.post(
+        path, json={"to": "approved"}, headers=agency).json()["detail"]
+
+    # Answering a question is the agency's to do, but only once one is asked.
+    wrong_state = api.post(path, json={"to": "under_review"}, headers=agency)
+    assert wrong_state.status_code == 409 and wrong_state.json()["reason"] == "transition_not_allowed"
+    assert wrong_state.json()["allowed"] == ["withdrawn"]
+    assert api.get(f"/v1/requests/{created['id']}", headers=agency).json()["status"] == "submitted"
+
+
 def test_withdraw_and_decline(api, people, kafka_bootstrap):
     withdrawn = submit(api, people["tj"], body(BORDER_TJ_AF, title="To withdraw")).json()
     response = api.post(f"/v1/requests/{withdrawn['id']}/transitions", json={"to": "withdrawn"}, headers=auth(people["tj"]))

@@ -89,3 +89,14 @@ def test_envelope_built_directly_reads_back_as_the_sdk_event():
     assert json.loads(document) == json.loads(to_json(reference))
     _, tombstone = envelope_json(type="t.removed.v1", source="/tests", subject="s", data=None)
     assert "data" not in json.loads(tombstone) and from_json(tombstone).get_data() is None
+
+
+def test_envelope_built_directly_keeps_the_time_it_is_given():
+    from shared.events import envelope_json
+
+    moment = datetime(2026, 6, 5, 9, 30, 15, tzinfo=UTC)
+    _, document = envelope_json(type="t.v1", source="/tests", subject="s", data={"a": 1}, time=moment)
+    assert json.loads(document)["time"] == "2026-06-05T09:30:15Z"
+    assert from_json(document).get_time() == moment
+    with pytest.raises(ValueError, match="zone"):
+        envelope_json(type="t.v1", source="/tests", subject="s", data={"a": 1}, time=datetime(2026, 6, 5, 9, 30))

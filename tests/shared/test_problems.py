@@ -3,7 +3,8 @@
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from shared.problems import ProblemError, install_problem_handlers
+from shared.errors import Conflict
+from shared.problems import install_problem_handlers
 
 
 def app_with_failures() -> FastAPI:
@@ -16,7 +17,7 @@ def app_with_failures() -> FastAPI:
 
     @app.get("/refused")
     def refused() -> dict:
-        raise ProblemError(409, "transition_not_allowed", "Not allowed", "No.", allowed=["approved"])
+        raise Conflict("transition_not_allowed", "Not allowed", "No.", allowed=["approved"])
 
     return app
 

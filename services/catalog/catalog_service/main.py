@@ -11,6 +11,7 @@ from catalog_service.plan_files import PlanFileError, load_plan_file
 from catalog_service.router import router
 from catalog_service.snapshot import load_snapshot
 from catalog_service.sync import sync_plans
+from shared.retry import Backoff
 from shared.service import CheckResult, ServiceRuntime, create_service_app
 from shared.topics import CATALOG_COMMITMENTS
 
@@ -40,6 +41,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
             state["error"] = f"plan file refused: {error}"
             log.error("%s", state["error"])
             return
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 report = await asyncio.to_thread(sync_plans, runtime.engine, plans)
@@ -47,8 +49,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
                 break
             except Exception as error:
                 state["error"] = f"catalog not loaded yet: {type(error).__name__}"
-                log.warning("catalog sync failed; retrying", exc_info=True)
-                await asyncio.sleep(2.0)
+                delay = backoff.next_delay()
+                log.warning("catalog sync failed; retrying in %.1fs", delay, exc_info=True)
+                await asyncio.sleep(delay)
         for change in ("created", "updated", "removed"):
             metrics.SYNC_PUBLISHED.labels(change).set(len(getattr(report, change)))
         metrics.record_snapshot(snapshot)

@@ -6,10 +6,14 @@ from datetime import date, datetime
 from sqlalchemy import Column, DateTime, ForeignKey, JSON, String, Text
 from sqlmodel import Field, SQLModel
 
-from shared.messaging_models import utcnow
+from shared.messaging_models import service_registry, utcnow
 
 
-class PlanRow(SQLModel, table=True):
+class CatalogTable(SQLModel, registry=service_registry(inbox=False)):
+    """The catalog's tables, in its own metadata with its outbox (it consumes nothing)."""
+
+
+class PlanRow(CatalogTable, table=True):
     __tablename__ = "plans"
 
     id: str = Field(primary_key=True, max_length=64)
@@ -24,7 +28,7 @@ class PlanRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
-class AgencyRow(SQLModel, table=True):
+class AgencyRow(CatalogTable, table=True):
     __tablename__ = "agencies"
 
     id: str = Field(primary_key=True, max_length=64)
@@ -34,7 +38,7 @@ class AgencyRow(SQLModel, table=True):
     aliases: list = Field(sa_column=Column(JSON, nullable=False))
 
 
-class CommitmentRow(SQLModel, table=True):
+class CommitmentRow(CatalogTable, table=True):
     __tablename__ = "commitments"
 
     id: str = Field(primary_key=True, max_length=100)

@@ -17,7 +17,8 @@ from catalog_service.http_caching import cached_response
 from catalog_service.iati import plan_to_iati_xml
 from catalog_service.snapshot import AgencyRead, CatalogSnapshot, CommitmentFilter, CommitmentRead, PlanRead
 from shared.contracts.catalog import CommitmentKind, ConditionType, CountryCode
-from shared.problems import ProblemError
+from shared.errors import Invalid, NotFound, Unavailable
+from shared.openapi import may_answer
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -41,14 +42,17 @@ class AgencyList(BaseModel):
     items: list[AgencyRead]
 
 
-async def current_snapshot(request: Request) -> CatalogSnapshot:
+@may_answer({503: "The catalog is still loading; see Retry-After"})
+async def loaded_catalog(request: Request) -> CatalogSnapshot:
     snapshot = getattr(request.app.state, "catalog", None)
     if snapshot is None:
-        raise ProblemError(503, "catalog_loading", "The catalog is still loading", "Try again in a moment.")
+        raise Unavailable("catalog_loading", "The catalog is still loading", "Try again in a moment.",
+                          retry_after=1)
     return snapshot
 
 
-Snapshot = Annotated[CatalogSnapshot, Depends(current_snapshot)]
+# Every catalog route takes it: the route answers 503 until the snapshot is loaded.
+Catalog = Annotated[CatalogSnapshot, Depends(loaded_catalog)]
 
 
 def refuse_unknown_or_repeated(params, allowed: frozenset[str]) -> None:
@@ -56,13 +60,13 @@ def refuse_unknown_or_repeated(params, allowed: frozenset[str]) -> None:
     one silently keep its last value."""
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise ProblemError(
-            422, "unknown_parameter", "Unknown query parameter",
+        raise Invalid(
+            "unknown_parameter", "Unknown query parameter",
             f"{', '.join(unknown)} is not a parameter here; known: {', '.join(sorted(allowed))}",
         )
     repeated = sorted(name for name in set(params) if len(params.getlist(name)) > 1)
     if repeated:
-        raise ProblemError(422, "repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
+        raise Invalid("repeated_parameter", "Repeated query parameter", f"{', '.join(repeated)} given more than once")
 
 
 def only_known_parameters(*allowed: str):
@@ -82,7 +86,7 @@ def _json(value) -> bytes:
 
 @router.get("/plans", response_model=PlanList, summary="The plans in the catalog",
             dependencies=[only_known_parameters()])
-async def list_plans(request: Request, snapshot: Snapshot) -> Response:
+async def list_plans(request: Request, snapshot: Catalog) -> Response:
     body = PlanList(items=list(snapshot.plans.values())).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "plans"), media_type="application/json")
 
@@ -90,13 +94,13 @@ async def list_plans(request: Request, snapshot: Snapshot) -> Response:
 def _plan(snapshot: CatalogSnapshot, plan_id: str) -> PlanRead:
     plan = snapshot.plans.get(plan_id)
     if plan is None:
-        raise ProblemError(404, "plan_not_found", "No such plan", f"There is no plan {plan_id!r}.")
+        raise NotFound("plan_not_found", "No such plan", f"There is no plan {plan_id!r}.")
     return plan
 
 
 @router.get("/plans/{plan_id}", response_model=PlanRead, summary="One plan, with counts by pillar and condition",
             responses={404: {"description": "No such plan"}}, dependencies=[only_known_parameters()])
-async def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     body = _plan(snapshot, plan_id).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "plan", plan_id), media_type="application/json")
 
@@ -104,7 +108,7 @@ async def get_plan(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Res
 @router.get("/plans/{plan_id}/source", summary="The plan's source text; commitments' offsets point into it",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
-async def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan_source(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     _plan(snapshot, plan_id)
     body = snapshot.source_texts[plan_id].encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "source", plan_id),
@@ -114,7 +118,7 @@ async def get_plan_source(request: Request, snapshot: Snapshot, plan_id: PlanId)
 @router.get("/plans/{plan_id}/iati.xml", summary="The plan as IATI 2.03 activities",
             response_class=Response, responses={200: {"content": {"application/xml": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
-async def get_plan_iati(request: Request, snapshot: Snapshot, plan_id: PlanId) -> Response:
+async def get_plan_iati(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     plan = _plan(snapshot, plan_id)
     base_url = str(request.base_url).rstrip("/")
     body = plan_to_iati_xml(plan, [view.read for view in snapshot.commitments_of(plan_id)], base_url=base_url)
@@ -171,8 +175,7 @@ def parse_commitment_query(request: Request) -> CommitmentQuery:
 @router.get("/commitments", response_model=CommitmentPage, summary="Commitments, filtered and paginated",
             openapi_extra={"parameters": _openapi_query_parameters(CommitmentQuery)},
             responses={422: {"description": "A filter is not valid or not known"}})
-async def list_commitments(request: Request) -> Response:
-    snapshot = await current_snapshot(request)
+async def list_commitments(request: Request, snapshot: Catalog) -> Response:
     query_string = request.scope["query_string"]
     page = snapshot.cached_page(query_string)
     if page is None:  # only valid queries are remembered, so a hit needs no validation
@@ -202,18 +205,18 @@ def render_commitment_page(snapshot: CatalogSnapshot, query: CommitmentQuery, ra
 @router.get("/commitments/{commitment_id}", response_model=CommitmentRead, summary="One commitment",
             responses={404: {"description": "No such commitment"}}, dependencies=[only_known_parameters()])
 async def get_commitment(
-    request: Request, snapshot: Snapshot,
+    request: Request, snapshot: Catalog,
     commitment_id: Annotated[str, Path(max_length=100)],
 ) -> Response:
     view = snapshot.by_id.get(commitment_id)
     if view is None:
-        raise ProblemError(404, "commitment_not_found", "No such commitment", f"There is no commitment {commitment_id!r}.")
+        raise NotFound("commitment_not_found", "No such commitment", f"There is no commitment {commitment_id!r}.")
     etag = '"' + hashlib.sha256(view.json).hexdigest()[:32] + '"'
     return cached_response(request, body=view.json, etag=etag, media_type="application/json")
 
 
 @router.get("/agencies", response_model=AgencyList, summary="Agencies the plans name or imply as responsible",
             dependencies=[only_known_parameters()])
-async def list_agencies(request: Request, snapshot: Snapshot) -> Response:
+async def list_agencies(request: Request, snapshot: Catalog) -> Response:
     body = AgencyList(items=snapshot.agencies).model_dump_json().encode()
     return cached_response(request, body=body, etag=_etag(snapshot, "agencies"), media_type="application/json")

@@ -21,9 +21,8 @@ from shared.contracts.catalog import (
     CommitmentPublished,
 )
 from shared.db import is_sqlite
-from shared.events import new_event
 from shared.messaging_models import utcnow
-from shared.outbox import stage_event
+from shared.outbox import NewEvent, stage_events
 from shared.topics import CATALOG_COMMITMENTS
 
 log = logging.getLogger(__name__)
@@ -65,6 +64,7 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
                 wanted[document.id] = document
         session.flush()
 
+        changes: list[NewEvent] = []
         for commitment_id, document in wanted.items():
             as_json = document.model_dump(mode="json")
             digest = content_hash(as_json)
@@ -89,26 +89,20 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
             row.updated_at = now
             session.add(row)
             published = CommitmentPublished(revision=row.revision, updated_at=now, commitment=document)
-            stage_event(
-                session,
-                topic=CATALOG_COMMITMENTS.name,
-                key=commitment_id,
-                event=new_event(
-                    type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE, subject=commitment_id,
-                    data=published.model_dump(mode="json"), time=now,
-                ),
-            )
+            changes.append(NewEvent(
+                topic=CATALOG_COMMITMENTS.name, key=commitment_id, type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE,
+                subject=commitment_id, data=published.model_dump(mode="json"), time=now,
+            ))
 
         for commitment_id in sorted(set(stored) - set(wanted)):
             session.delete(stored[commitment_id])
             report.removed.append(commitment_id)
             # No data: a tombstone, so compaction forgets the commitment.
-            stage_event(
-                session,
-                topic=CATALOG_COMMITMENTS.name,
-                key=commitment_id,
-                event=new_event(type=COMMITMENT_REMOVED, source=CATALOG_SOURCE, subject=commitment_id, data=None, time=now),
-            )
+            changes.append(NewEvent(
+                topic=CATALOG_COMMITMENTS.name, key=commitment_id, type=COMMITMENT_REMOVED, source=CATALOG_SOURCE,
+                subject=commitment_id, data=None, time=now,
+            ))
+        stage_events(session, changes)
         session.flush()
         wanted_plans = {plan.header.id for plan in plans}
         session.execute(delete(PlanRow).where(PlanRow.id.not_in(wanted_plans)))  # type: ignore[union-attr]

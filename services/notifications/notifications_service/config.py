@@ -36,7 +36,9 @@ class NotificationsSettings(ServiceSettings):
     delivery_concurrency: int = Field(default=64, ge=1, le=1024)
     # An endpoint whose latest attempt failed or took more than half the
     # timeout gets at most this many attempts at once (until one is quick
-    # and succeeds), so a broken receiver cannot hold every send slot.
+    # and succeeds), so a broken receiver cannot hold every send slot. Per
+    # replica: each one judges receivers alone, so N replicas may have up to
+    # N x this many attempts at once on one struggling endpoint.
     delivery_concurrency_struggling_endpoint: int = Field(default=4, ge=1, le=1024)
     delivery_batch_size: int = Field(default=500, ge=1, le=5000)
     # With nothing due, how often to look again (new work also wakes it).

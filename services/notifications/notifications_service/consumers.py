@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from notifications_service import metrics
 from notifications_service.models import AgencyRow, DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import RoutingRules, recipients_for
+from notifications_service.states import DeliveryState
 from shared.consumer import PoisonMessage
 from shared.group_commit import call_after_commit
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
@@ -27,7 +28,7 @@ _INSERT_NOTIFICATION = insert(NotificationRow.__table__)
 _INSERT_DELIVERY = insert(DeliveryRow.__table__)
 _TICK = timedelta(microseconds=1)  # events of one run get increasing times
 _NEW_DELIVERY = {
-    "state": "pending", "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
+    "state": DeliveryState.PENDING, "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
     "last_error": None, "last_attempt_at": None, "delivered_at": None, "dead_at": None,
 }
 

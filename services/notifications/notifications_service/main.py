@@ -10,14 +10,8 @@ from notifications_service.router import router
 from notifications_service.routing import load_rules
 from notifications_service.webhook_routes import router as webhook_router
 from notifications_service.webhooks import AddressGuard
-from shared.service import CheckResult, ConsumerSpec, ServiceRuntime, create_service_app
-from shared.topics import (
-    CATALOG_COMMITMENTS,
-    NOTIFICATIONS_DEAD_LETTER,
-    NOTIFICATIONS_DELIVERIES,
-    NOTIFICATIONS_DLQ,
-    REQUESTS_EVENTS,
-)
+from shared.service import ServiceRuntime, create_service_app
+from shared.topics import NOTIFICATIONS_DEAD_LETTER, NOTIFICATIONS_DELIVERIES, NOTIFICATIONS_DLQ
 
 
 def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
@@ -34,27 +28,14 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         if "dispatcher" in holder:
             holder["dispatcher"].wake()
 
-    def dispatcher_check() -> CheckResult:
-        dispatcher = holder.get("dispatcher")
-        if dispatcher is None or not dispatcher.running:
-            return CheckResult(False, "the webhook dispatcher is not running")
-        return CheckResult(True, "running")
-
     runtime = ServiceRuntime(
         settings=settings,
         migrations_package="notifications_service",
         topics=(NOTIFICATIONS_DELIVERIES, NOTIFICATIONS_DEAD_LETTER),
-        consumer_specs=(
-            ConsumerSpec(
-                group_id="notifications.router",
-                topics=(REQUESTS_EVENTS, CATALOG_COMMITMENTS),
-                handler=make_handler(load_rules(), identity_agencies, wake_dispatcher),
-            ),
-        ),
+        # Groups and topics as shared/contracts/registry.py lists them.
+        handlers={"notifications.router": make_handler(load_rules(), identity_agencies, wake_dispatcher)},
         dead_letter_topic=NOTIFICATIONS_DLQ,
-        identity=True,
         metric_refreshers=(metrics.refresh,),
-        extra_checks={"webhook_dispatcher": dispatcher_check},
     )
     holder["runtime"] = runtime
 
@@ -63,6 +44,7 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
                                 settings=settings)
         app.state.dispatcher = holder["dispatcher"] = dispatcher
         dispatcher.start()
+        runtime.supervise(dispatcher.worker)  # /readyz names it while it is down
 
     async def stop_dispatcher(app: FastAPI) -> None:
         if "dispatcher" in holder:
@@ -76,7 +58,6 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         on_startup=start_dispatcher,
         on_shutdown=stop_dispatcher,
     )
-    app.state.settings = settings
     app.state.address_guard = AddressGuard(allow_private=settings.webhook_allow_private_addresses)
     return app
 

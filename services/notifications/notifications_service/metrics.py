@@ -2,13 +2,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlmodel import Session, func, select
 
 from notifications_service.models import DeliveryRow
+from notifications_service.states import AttemptOutcome, DeliveryState
 
 NOTIFICATIONS_CREATED = Counter(
     "caj_notifications_created_total", "Notifications created (one per event and recipient)", ["event_type"]
 )
 DELIVERIES = Counter(
     "caj_notifications_deliveries_total",
-    "Webhook delivery attempts by outcome (delivered, failed, endpoint_gone, endpoint_disabled, refused_address)",
+    f"Webhook delivery attempts by outcome ({', '.join(AttemptOutcome)})",
     ["outcome"],
 )
 DELIVERY_LATENCY = Histogram(
@@ -27,9 +28,9 @@ RETRY_QUEUE = Gauge(
 def refresh(session: Session) -> None:
     """Scrape-time gauges: the database is the truth, whichever replica wrote it."""
     by_state = dict(session.exec(select(DeliveryRow.state, func.count()).group_by(DeliveryRow.state)).all())
-    for state in ("pending", "delivered", "dead"):
+    for state in DeliveryState:
         DELIVERIES_BY_STATE.labels(state).set(by_state.get(state, 0))
     RETRY_QUEUE.set(session.exec(
         select(func.count()).select_from(DeliveryRow)
-        .where(DeliveryRow.state == "pending", DeliveryRow.schedule_step > 0)
+        .where(DeliveryRow.state == DeliveryState.PENDING, DeliveryRow.schedule_step > 0)
     ).one())

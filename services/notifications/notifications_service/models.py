@@ -3,17 +3,22 @@
 from datetime import datetime
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
-from shared.messaging_models import utcnow
+from notifications_service.states import AttemptOutcome, DeliveryState
+from shared.messaging_models import service_registry, utcnow
 
 COORDINATORS = "coordinators"  # the recipient id of the coordinators' shared inbox
 
 
-class AgencyRow(SQLModel, table=True):
+class NotificationsTable(SQLModel, registry=service_registry(inbox=True)):
+    """The notifications service's tables, in its own metadata with its outbox and inbox."""
+
+
+class AgencyRow(NotificationsTable, table=True):
     """The agency directory: agencies the catalog names, and partner agencies known to identity."""
 
-    __tablename__ = "agency_directory"  # not "agencies": the catalog has that table in the shared SQLModel metadata
+    __tablename__ = "agency_directory"
 
     agency_id: str = Field(primary_key=True, max_length=64)
     country: str | None = Field(default=None, max_length=2)
@@ -22,7 +27,7 @@ class AgencyRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
-class NotificationRow(SQLModel, table=True):
+class NotificationRow(NotificationsTable, table=True):
     """One event for one recipient; never two."""
 
     __tablename__ = "notifications"
@@ -40,7 +45,7 @@ class NotificationRow(SQLModel, table=True):
     acknowledged_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
-class WebhookEndpointRow(SQLModel, table=True):
+class WebhookEndpointRow(NotificationsTable, table=True):
     """An agency's webhook: where its notifications are pushed, signed with its secret."""
 
     __tablename__ = "webhook_endpoints"
@@ -60,7 +65,7 @@ class WebhookEndpointRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
-class DeliveryRow(SQLModel, table=True):
+class DeliveryRow(NotificationsTable, table=True):
     """Pushing one notification to its agency's webhook, across attempts.
 
     `id` is the `webhook-id` header: the same on every attempt, so receivers
@@ -73,7 +78,8 @@ class DeliveryRow(SQLModel, table=True):
     notification_id: str = Field(max_length=36, unique=True)
     agency_id: str = Field(max_length=64, index=True)
     event_type: str = Field(max_length=200)
-    state: str = Field(max_length=16)  # pending | delivered | dead
+    # Stored as its plain string (a VARCHAR, not a database enum type).
+    state: DeliveryState = Field(sa_type=AutoString(length=16))
     attempts: int = 0
     # Failures since the schedule last started (a manual retry starts it again).
     schedule_step: int = 0
@@ -88,13 +94,13 @@ class DeliveryRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
-class DeliveryAttemptRow(SQLModel, table=True):
+class DeliveryAttemptRow(NotificationsTable, table=True):
     __tablename__ = "webhook_delivery_attempts"
 
     id: int | None = Field(default=None, primary_key=True)
     delivery_id: str = Field(max_length=40, index=True)
     attempt: int
-    outcome: str = Field(max_length=32)
+    outcome: AttemptOutcome = Field(sa_type=AutoString(length=32))
     status_code: int | None = None
     error: str | None = Field(default=None, max_length=500)
     duration_ms: float

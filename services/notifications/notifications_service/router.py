@@ -2,24 +2,25 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from notifications_service.models import COORDINATORS, DeliveryRow, NotificationRow
-from shared.identity import Principal, authenticate_request
+from notifications_service.states import DeliveryState
+from shared.dependencies import MAX_PAGE_SIZE, Caller, Page, Runtime, read_session
+from shared.errors import Forbidden, NotFound
+from shared.identity import Principal
 from shared.messaging_models import UtcDatetime, utcnow
-from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
-Caller = Annotated[Principal, Depends(authenticate_request)]
 
 
-class DeliveryState(BaseModel):
+class DeliverySummary(BaseModel):
     """The webhook delivery of a notification, when its agency has a webhook."""
 
     id: str
-    state: str
+    state: DeliveryState
     attempts: int
     next_attempt_at: UtcDatetime | None
     last_status_code: int | None
@@ -36,7 +37,7 @@ class NotificationRead(BaseModel):
     event_time: UtcDatetime
     created_at: UtcDatetime
     acknowledged_at: UtcDatetime | None
-    delivery: DeliveryState | None = Field(None, description="Null: inbox only (no webhook when it was created)")
+    delivery: DeliverySummary | None = Field(None, description="Null: inbox only (no webhook when it was created)")
 
 
 class NotificationPage(BaseModel):
@@ -58,7 +59,7 @@ def _recipient_of(principal: Principal) -> str | None:
 def _read(row: NotificationRow, delivery: DeliveryRow | None = None) -> NotificationRead:
     read = NotificationRead.model_validate(row, from_attributes=True)
     if delivery is not None:
-        read = read.model_copy(update={"delivery": DeliveryState.model_validate(delivery, from_attributes=True)})
+        read = read.model_copy(update={"delivery": DeliverySummary.model_validate(delivery, from_attributes=True)})
     return read
 
 
@@ -69,19 +70,14 @@ def _with_deliveries(session: Session, rows) -> list[NotificationRead]:
     return [_read(row, deliveries.get(row.id)) for row in rows]
 
 
-def read_session(request: Request) -> Session:
-    return Session(request.app.state.runtime.read_engine, expire_on_commit=False)
-
-
 @router.get("/notifications", response_model=NotificationPage,
             summary="Notifications: an agency sees its own, coordinators and operators all")
 def list_notifications(
-    request: Request,
+    runtime: Runtime,
     principal: Caller,
+    page: Page,
     event_type: Annotated[str | None, Query(max_length=200)] = None,
     recipient: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> NotificationPage:
     conditions = []
     if principal.role == "partner":
@@ -90,27 +86,28 @@ def list_notifications(
         conditions.append(col(NotificationRow.recipient) == recipient)
     if event_type:
         conditions.append(col(NotificationRow.event_type) == event_type)
-    with read_session(request) as session:
+    with read_session(runtime) as session:
         total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
         rows = session.exec(select(NotificationRow).where(*conditions)
                             .order_by(col(NotificationRow.created_at), col(NotificationRow.id))
-                            .offset(offset).limit(limit)).all()
+                            .offset(page.offset).limit(page.limit)).all()
         items = _with_deliveries(session, rows)
-    return NotificationPage(items=items, total=total, limit=limit, offset=offset)
+    return NotificationPage(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/inbox", response_model=NotificationPage, summary="The caller's unacknowledged notifications",
             responses={403: {"description": "Operators have no inbox"}})
 def inbox(
-    request: Request,
+    runtime: Runtime,
     principal: Caller,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    # The inbox has no offset: acknowledging is how it moves on.
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> NotificationPage:
     owner = _recipient_of(principal)
     if owner is None:
-        raise ProblemError(403, "forbidden", "No inbox for this role", "Operators read /v1/notifications.")
+        raise Forbidden("forbidden", "No inbox for this role", "Operators read /v1/notifications.")
     conditions = [col(NotificationRow.recipient) == owner, col(NotificationRow.acknowledged_at).is_(None)]
-    with read_session(request) as session:
+    with read_session(runtime) as session:
         total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
         rows = session.exec(select(NotificationRow).where(*conditions)
                             .order_by(col(NotificationRow.created_at), col(NotificationRow.id)).limit(limit)).all()
@@ -121,18 +118,18 @@ def inbox(
 @router.post("/inbox/{notification_id}/ack", response_model=NotificationRead,
              summary="Acknowledge a notification (again is harmless)",
              responses={404: {"description": "No such notification in the caller's inbox"}})
-async def acknowledge(request: Request, principal: Caller,
+async def acknowledge(runtime: Runtime, principal: Caller,
                       notification_id: Annotated[str, Path(max_length=36)]) -> NotificationRead:
     owner = _recipient_of(principal)
 
     def work(session: Session) -> NotificationRow:
         row = session.get(NotificationRow, notification_id)
         if row is None or owner is None or row.recipient != owner:
-            raise ProblemError(404, "notification_not_found", "No such notification",
-                               f"There is no notification {notification_id!r} in your inbox.")
+            raise NotFound("notification_not_found", "No such notification",
+                           f"There is no notification {notification_id!r} in your inbox.")
         if row.acknowledged_at is None:
             row.acknowledged_at = utcnow()
             session.add(row)
         return row
 
-    return _read(await request.app.state.runtime.writer.run(work))
+    return _read(await runtime.writer.run(work))

@@ -1,22 +1,41 @@
 """Webhook endpoints (per agency) and deliveries under /v1/."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
+from notifications_service.config import NotificationsSettings
 from notifications_service.models import DeliveryAttemptRow, DeliveryRow, WebhookEndpointRow
-from notifications_service.router import Caller, read_session
 from notifications_service.routing import load_rules
-from notifications_service.webhooks import UnsafeWebhookUrl, new_secret
+from notifications_service.states import AttemptOutcome, DeliveryState
+from notifications_service.webhooks import AddressGuard, UnsafeWebhookUrl, new_secret
+from shared.dependencies import Caller, Page, Runtime, read_session, service_settings
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.identity import Principal, require_roles
 from shared.messaging_models import UtcDatetime, as_utc, utcnow
-from shared.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
+
+
+# -- dependencies -----------------------------------------------------------------
+async def address_guard(request: Request) -> AddressGuard:
+    return request.app.state.address_guard
+
+
+async def dispatcher_wake(request: Request) -> Callable[[], None]:
+    """Wakes the webhook dispatcher; nothing to wake before it has started."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    return dispatcher.wake if dispatcher is not None else lambda: None
+
+
+Guard = Annotated[AddressGuard, Depends(address_guard)]
+WakeDispatcher = Annotated[Callable[[], None], Depends(dispatcher_wake)]
+Settings = Annotated[NotificationsSettings, Depends(service_settings)]
 
 AgencyId = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 ROUTED_EVENT_TYPES = sorted(load_rules().rules)
@@ -54,7 +73,7 @@ class WebhookRead(BaseModel):
 
 class AttemptRead(BaseModel):
     attempt: int
-    outcome: str
+    outcome: AttemptOutcome
     status_code: int | None
     error: str | None
     duration_ms: float
@@ -66,7 +85,7 @@ class DeliveryRead(BaseModel):
     notification_id: str
     agency_id: str
     event_type: str
-    state: Literal["pending", "delivered", "dead"]
+    state: DeliveryState
     attempts: int
     next_attempt_at: UtcDatetime | None
     last_status_code: int | None
@@ -99,18 +118,14 @@ def _delivery_read(row: DeliveryRow, history: list[DeliveryAttemptRow] | None = 
     return read
 
 
-def _runtime(request: Request):
-    return request.app.state.runtime
-
-
 def _the_agency_itself(principal: Principal, agency_id: str) -> None:
     if principal.role != "partner" or principal.agency_id != agency_id:
-        raise ProblemError(403, "forbidden", "Only the agency itself",
-                           f"Only a key of agency {agency_id!r} manages its webhook.")
+        raise Forbidden("forbidden", "Only the agency itself",
+                        f"Only a key of agency {agency_id!r} manages its webhook.")
 
 
-def _no_webhook(agency_id: str) -> ProblemError:
-    return ProblemError(404, "webhook_not_found", "No webhook", f"Agency {agency_id!r} has no webhook endpoint.")
+def _no_webhook(agency_id: str) -> NotFound:
+    return NotFound("webhook_not_found", "No webhook", f"Agency {agency_id!r} has no webhook endpoint.")
 
 
 # -- endpoints ------------------------------------------------------------------------
@@ -119,13 +134,13 @@ def _no_webhook(agency_id: str) -> ProblemError:
             responses={201: {"model": WebhookRead, "description": "Created; the answer carries the secret, once"},
                        403: {"description": "Not a key of this agency"},
                        422: {"description": "Bad URL (scheme, not public, unresolvable) or unknown event type"}})
-async def put_webhook(request: Request, response: Response, principal: Caller, agency_id: AgencyId,
+async def put_webhook(runtime: Runtime, guard: Guard, response: Response, principal: Caller, agency_id: AgencyId,
                       config: WebhookConfig) -> WebhookRead:
     _the_agency_itself(principal, agency_id)
     try:
-        await request.app.state.address_guard.check(config.url)
+        await guard.check(config.url)
     except UnsafeWebhookUrl as error:
-        raise ProblemError(422, error.reason, "Webhook URL refused", error.detail) from error
+        raise Invalid(error.reason, "Webhook URL refused", error.detail) from error
 
     def work(session: Session) -> tuple[WebhookEndpointRow, str | None]:
         row, now = session.get(WebhookEndpointRow, agency_id), utcnow()
@@ -143,9 +158,9 @@ async def put_webhook(request: Request, response: Response, principal: Caller, a
         return row, secret
 
     try:
-        row, secret = await _runtime(request).writer.run(work)
+        row, secret = await runtime.writer.run(work)
     except IntegrityError as error:  # created at the same moment by another replica
-        raise ProblemError(409, "conflict", "Conflicting write", "Retry the request.") from error
+        raise Conflict("conflict", "Conflicting write", "Retry the request.") from error
     if secret is not None:
         response.status_code = 201
     return _webhook_read(row, secret=secret)
@@ -153,10 +168,10 @@ async def put_webhook(request: Request, response: Response, principal: Caller, a
 
 @router.get("/agencies/{agency_id}/webhook", response_model=WebhookRead,
             summary="The agency's webhook (the agency, coordinators, operators); never the secret")
-def get_webhook(request: Request, principal: Caller, agency_id: AgencyId) -> WebhookRead:
+def get_webhook(runtime: Runtime, principal: Caller, agency_id: AgencyId) -> WebhookRead:
     if principal.role == "partner":
         _the_agency_itself(principal, agency_id)
-    with read_session(request) as session:
+    with read_session(runtime) as session:
         row = session.get(WebhookEndpointRow, agency_id)
     if row is None:
         raise _no_webhook(agency_id)
@@ -165,7 +180,7 @@ def get_webhook(request: Request, principal: Caller, agency_id: AgencyId) -> Web
 
 @router.delete("/agencies/{agency_id}/webhook", status_code=204,
                summary="Remove the agency's webhook; notifications then wait in its inbox")
-async def delete_webhook(request: Request, principal: Caller, agency_id: AgencyId) -> Response:
+async def delete_webhook(runtime: Runtime, principal: Caller, agency_id: AgencyId) -> Response:
     _the_agency_itself(principal, agency_id)
 
     def work(session: Session) -> bool:
@@ -174,16 +189,16 @@ async def delete_webhook(request: Request, principal: Caller, agency_id: AgencyI
             session.delete(row)
         return row is not None
 
-    if not await _runtime(request).writer.run(work):
+    if not await runtime.writer.run(work):
         raise _no_webhook(agency_id)
     return Response(status_code=204)
 
 
 @router.post("/agencies/{agency_id}/webhook/rotate-secret", response_model=WebhookRead,
              summary="A new signing secret (shown once); the old one still signs for a grace period")
-async def rotate_secret(request: Request, principal: Caller, agency_id: AgencyId) -> WebhookRead:
+async def rotate_secret(runtime: Runtime, settings: Settings, principal: Caller, agency_id: AgencyId) -> WebhookRead:
     _the_agency_itself(principal, agency_id)
-    grace = timedelta(seconds=request.app.state.settings.webhook_secret_grace_seconds)
+    grace = timedelta(seconds=settings.webhook_secret_grace_seconds)
 
     def work(session: Session) -> tuple[WebhookEndpointRow, str]:
         row = session.get(WebhookEndpointRow, agency_id)
@@ -200,7 +215,7 @@ async def rotate_secret(request: Request, principal: Caller, agency_id: AgencyId
         session.flush()
         return row, secret
 
-    row, secret = await _runtime(request).writer.run(work)
+    row, secret = await runtime.writer.run(work)
     return _webhook_read(row, secret=secret)
 
 
@@ -208,12 +223,11 @@ async def rotate_secret(request: Request, principal: Caller, agency_id: AgencyId
 @router.get("/deliveries", response_model=DeliveryPage,
             summary="Webhook deliveries: an agency sees its own, coordinators and operators all")
 def list_deliveries(
-    request: Request,
+    runtime: Runtime,
     principal: Caller,
-    state: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    page: Page,
+    state: Annotated[DeliveryState | None, Query()] = None,
     agency_id: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DeliveryPage:
     conditions = []
     if principal.role == "partner":
@@ -222,25 +236,26 @@ def list_deliveries(
         conditions.append(col(DeliveryRow.agency_id) == agency_id)
     if state:
         conditions.append(col(DeliveryRow.state) == state)
-    with read_session(request) as session:
+    with read_session(runtime) as session:
         total = session.exec(select(func.count()).select_from(DeliveryRow).where(*conditions)).one()
         rows = session.exec(select(DeliveryRow).where(*conditions)
                             .order_by(col(DeliveryRow.created_at), col(DeliveryRow.id))
-                            .offset(offset).limit(limit)).all()
-    return DeliveryPage(items=[_delivery_read(row) for row in rows], total=total, limit=limit, offset=offset)
+                            .offset(page.offset).limit(page.limit)).all()
+    return DeliveryPage(items=[_delivery_read(row) for row in rows], total=total, limit=page.limit,
+                        offset=page.offset)
 
 
 def _visible_delivery(session: Session, principal: Principal, delivery_id: str) -> DeliveryRow:
     row = session.get(DeliveryRow, delivery_id)
     if row is None or (principal.role == "partner" and row.agency_id != principal.agency_id):
-        raise ProblemError(404, "delivery_not_found", "No such delivery", f"There is no delivery {delivery_id!r}.")
+        raise NotFound("delivery_not_found", "No such delivery", f"There is no delivery {delivery_id!r}.")
     return row
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryRead, summary="One delivery with every attempt")
-def get_delivery(request: Request, principal: Caller,
+def get_delivery(runtime: Runtime, principal: Caller,
                  delivery_id: Annotated[str, Path(max_length=40)]) -> DeliveryRead:
-    with read_session(request) as session:
+    with read_session(runtime) as session:
         row = _visible_delivery(session, principal, delivery_id)
         history = session.exec(select(DeliveryAttemptRow).where(DeliveryAttemptRow.delivery_id == delivery_id)
                                .order_by(col(DeliveryAttemptRow.attempt))).all()
@@ -250,27 +265,26 @@ def get_delivery(request: Request, principal: Caller,
 @router.post("/deliveries/{delivery_id}/retry", response_model=DeliveryRead,
              summary="Send a dead delivery again, on a fresh schedule (coordinators and operators)",
              responses={409: {"description": "Not dead, or the agency's endpoint is disabled or gone"}})
-async def retry_delivery(request: Request, principal: Caller,
+async def retry_delivery(runtime: Runtime, wake_dispatcher: WakeDispatcher, principal: Caller,
                          delivery_id: Annotated[str, Path(max_length=40)]) -> DeliveryRead:
     require_roles(principal, "coordinator", "operator")
 
     def work(session: Session) -> DeliveryRow:
         row = _visible_delivery(session, principal, delivery_id)
-        if row.state != "dead":
-            raise ProblemError(409, "delivery_not_dead", "Only dead deliveries are retried by hand",
-                               f"Delivery {delivery_id} is {row.state}.")
+        if row.state != DeliveryState.DEAD:
+            raise Conflict("delivery_not_dead", "Only dead deliveries are retried by hand",
+                           f"Delivery {delivery_id} is {row.state}.")
         endpoint = session.get(WebhookEndpointRow, row.agency_id)
         if endpoint is None or not endpoint.enabled:
-            raise ProblemError(409, "webhook_disabled", "The agency's webhook is gone or disabled",
-                               "The agency must register its webhook again (PUT .../webhook) first.",
-                               disabled_reason=endpoint.disabled_reason if endpoint else None)
-        row.state, row.schedule_step, row.next_attempt_at = "pending", 0, utcnow()
+            raise Conflict("webhook_disabled", "The agency's webhook is gone or disabled",
+                           "The agency must register its webhook again (PUT .../webhook) first.",
+                           disabled_reason=endpoint.disabled_reason if endpoint else None)
+        row.state, row.schedule_step, row.next_attempt_at = DeliveryState.PENDING, 0, utcnow()
         row.dead_at, row.lease_until = None, None
         session.add(row)
         session.flush()
         return row
 
-    row = await _runtime(request).writer.run(work)
-    if (dispatcher := getattr(request.app.state, "dispatcher", None)) is not None:
-        dispatcher.wake()
+    row = await runtime.writer.run(work)
+    wake_dispatcher()
     return _delivery_read(row)

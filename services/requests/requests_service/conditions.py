@@ -102,12 +102,31 @@ AGENCY_TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def allowed_transitions(status: str, *, role: str, is_requesting_agency: bool) -> tuple[str, ...]:
+def _transitions_of(role: str, is_requesting_agency: bool) -> dict[str, tuple[str, ...]]:
     if role == "coordinator":
-        return COORDINATOR_TRANSITIONS.get(status, ())
+        return COORDINATOR_TRANSITIONS
     if role == "partner" and is_requesting_agency:
-        return AGENCY_TRANSITIONS.get(status, ())
-    return ()
+        return AGENCY_TRANSITIONS
+    return {}
+
+
+def allowed_transitions(status: str, *, role: str, is_requesting_agency: bool) -> tuple[str, ...]:
+    return _transitions_of(role, is_requesting_agency).get(status, ())
+
+
+def ever_allowed(to_status: str, *, role: str, is_requesting_agency: bool) -> bool:
+    """Whether the caller may move a request to `to_status` from any status at
+    all: if not, the move is not theirs to make (403), whatever the request's
+    state; if so but not now, the state is wrong (409)."""
+    return any(to_status in targets for targets in _transitions_of(role, is_requesting_agency).values())
+
+
+def who_moves_to(to_status: str) -> str:
+    """Who may move a request to `to_status`, in words."""
+    movers = [who for who, transitions in (("coordinators", COORDINATOR_TRANSITIONS),
+                                            ("the requesting agency", AGENCY_TRANSITIONS))
+              if any(to_status in targets for targets in transitions.values())]
+    return " and ".join(movers) or "no one"
 
 
 def transition_needs_note(to_status: str) -> bool:

@@ -6,8 +6,8 @@ from requests_service import metrics
 from requests_service.config import RequestsSettings
 from requests_service.consumers import handle_catalog_event
 from requests_service.router import router
-from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
-from shared.topics import CATALOG_COMMITMENTS, REQUESTS_DLQ, REQUESTS_EVENTS
+from shared.service import ServiceRuntime, create_service_app
+from shared.topics import REQUESTS_DLQ, REQUESTS_EVENTS
 
 
 def create_app(settings: RequestsSettings | None = None) -> FastAPI:
@@ -15,11 +15,9 @@ def create_app(settings: RequestsSettings | None = None) -> FastAPI:
         settings=settings or RequestsSettings(),
         migrations_package="requests_service",
         topics=(REQUESTS_EVENTS,),
-        consumer_specs=(
-            ConsumerSpec(group_id="requests.offers", topics=(CATALOG_COMMITMENTS,), handler=handle_catalog_event),
-        ),
+        # Groups and topics as shared/contracts/registry.py lists them.
+        handlers={"requests.offers": handle_catalog_event},
         dead_letter_topic=REQUESTS_DLQ,
-        identity=True,
         metric_refreshers=(metrics.refresh,),
     )
     return create_service_app(

@@ -5,14 +5,18 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
-from shared.messaging_models import utcnow
+from shared.messaging_models import service_registry, utcnow
+
+
+class RequestsTable(SQLModel, registry=service_registry(inbox=True)):
+    """The requests service's tables, in its own metadata with its outbox and inbox."""
 
 
 def _timestamp() -> DateTime:
     return DateTime(timezone=True)
 
 
-class OfferRow(SQLModel, table=True):
+class OfferRow(RequestsTable, table=True):
     """Read model of the catalog's commitments (from catalog.commitments)."""
 
     __tablename__ = "offers"
@@ -32,7 +36,7 @@ class OfferRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
 
 
-class RequestRow(SQLModel, table=True):
+class RequestRow(RequestsTable, table=True):
     __tablename__ = "requests"
     __table_args__ = (Index("ix_requests_country_status", "country", "status"),)
 
@@ -49,7 +53,7 @@ class RequestRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
 
 
-class RequestHistoryRow(SQLModel, table=True):
+class RequestHistoryRow(RequestsTable, table=True):
     __tablename__ = "request_history"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -63,7 +67,7 @@ class RequestHistoryRow(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
-class IdempotencyRow(SQLModel, table=True):
+class IdempotencyRow(RequestsTable, table=True):
     """A successful POST, remembered per (key, Idempotency-Key) to replay it."""
 
     __tablename__ = "idempotency_keys"
@@ -77,7 +81,7 @@ class IdempotencyRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
 
 
-class OfferInterestRow(SQLModel, table=True):
+class OfferInterestRow(RequestsTable, table=True):
     """A country's registered interest in a joint-interest offer."""
 
     __tablename__ = "offer_interests"
@@ -88,7 +92,7 @@ class OfferInterestRow(SQLModel, table=True):
     registered_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
 
 
-class OfferActivationRow(SQLModel, table=True):
+class OfferActivationRow(RequestsTable, table=True):
     """An offer activated for a country ("*" when the condition names none)."""
 
     __tablename__ = "offer_activations"
@@ -100,7 +104,7 @@ class OfferActivationRow(SQLModel, table=True):
     activated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
 
 
-class OfferRecordRow(SQLModel, table=True):
+class OfferRecordRow(RequestsTable, table=True):
     """An agreement or a piece of evidence a coordinator recorded."""
 
     __tablename__ = "offer_records"

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -36,7 +36,6 @@ from requests_service.schemas import (
     TransitionCreate,
 )
 from requests_service.service import (
-    DomainError,
     NewRequest,
     SubmittedRequest,
     can_see,
@@ -47,25 +46,14 @@ from requests_service.service import (
 )
 from shared.contracts.catalog import CountryCode
 from shared.contracts.requests import RequestStatus
-from shared.identity import Principal, authenticate_request, require_roles
-from shared.problems import ProblemError
+from shared.dependencies import Caller, Page, Runtime, read_session
+from shared.errors import Conflict, DomainError, Invalid, NotFound
+from shared.identity import Principal, require_roles
+from shared.service import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["requests"])
-Caller = Annotated[Principal, Depends(authenticate_request)]
 RequestId = Annotated[str, Path(max_length=36)]
 CommitmentId = Annotated[str, Path(max_length=100)]
-
-
-def _runtime(request: Request):
-    return request.app.state.runtime
-
-
-def _read_session(request: Request) -> Session:
-    return Session(_runtime(request).read_engine, expire_on_commit=False)
-
-
-def _problem(error: DomainError) -> ProblemError:
-    return ProblemError(error.status, error.reason, error.title, error.detail, **error.extensions)
 
 
 def _request_read(row: "RequestRow | SubmittedRequest") -> RequestRead:
@@ -90,7 +78,7 @@ def _request_read(row: "RequestRow | SubmittedRequest") -> RequestRead:
     },
 )
 async def create_request(
-    request: Request,
+    runtime: Runtime,
     body: RequestCreate,
     principal: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=200, description="Repeat a POST safely")] = None,
@@ -98,7 +86,7 @@ async def create_request(
     require_roles(principal, "partner")
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     if idempotency_key:
-        replay = await asyncio.to_thread(_stored_response, request, principal, idempotency_key, fingerprint)
+        replay = await asyncio.to_thread(_stored_response, runtime, principal, idempotency_key, fingerprint)
         if replay is not None:
             return replay
 
@@ -112,45 +100,44 @@ async def create_request(
         return row, response_body
 
     try:
-        row, response_body = await _runtime(request).writer.run(work)
+        row, response_body = await runtime.writer.run(work)
     except DomainError as error:
         metrics.REQUESTS_REFUSED.labels(error.reason).inc()
-        raise _problem(error) from error
+        raise
     except IntegrityError as error:
         # The same Idempotency-Key committed meanwhile by a concurrent call.
-        replay = await asyncio.to_thread(_stored_response, request, principal, idempotency_key or "", fingerprint)
+        replay = await asyncio.to_thread(_stored_response, runtime, principal, idempotency_key or "", fingerprint)
         if replay is not None:
             return replay
-        raise ProblemError(409, "conflict", "Conflicting write", "Retry the request.") from error
+        raise Conflict("conflict", "Conflicting write", "Retry the request.") from error
     metrics.REQUESTS_SUBMITTED.labels(row.country).inc()
     return Response(response_body, status_code=201, media_type="application/json",
                     headers={"Location": f"/v1/requests/{row.id}"})
 
 
-def _stored_response(request: Request, principal: Principal, key: str, fingerprint: str) -> Response | None:
-    with _read_session(request) as session:
+def _stored_response(runtime: ServiceRuntime, principal: Principal, key: str, fingerprint: str) -> Response | None:
+    with read_session(runtime) as session:
         stored = session.get(IdempotencyRow, (principal.key_id, key))
     if stored is None:
         return None
     if stored.body_sha256 != fingerprint:
         metrics.REQUESTS_REFUSED.labels("idempotency_key_reused").inc()
-        raise ProblemError(422, "idempotency_key_reused", "Idempotency-Key already used for another body",
-                           "This Idempotency-Key was used with a different request body; use a new key.")
+        raise Invalid("idempotency_key_reused", "Idempotency-Key already used for another body",
+                      "This Idempotency-Key was used with a different request body; use a new key.")
     return Response(stored.response_body, status_code=stored.status_code, media_type="application/json",
                     headers={"Location": f"/v1/requests/{stored.resource_id}", "Idempotent-Replayed": "true"})
 
 
 @router.get("/requests", response_model=RequestPage, summary="Requests the caller may see")
 def list_requests(
-    request: Request,
+    runtime: Runtime,
     principal: Caller,
+    page: Page,
     status: Annotated[RequestStatus | None, Query()] = None,
     country: Annotated[CountryCode | None, Query()] = None,
     commitment_id: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> RequestPage:
-    with _read_session(request) as session:
+    with read_session(runtime) as session:
         conditions = []
         visible = visible_requests_filter(session, principal)
         if visible is not None:
@@ -164,30 +151,30 @@ def list_requests(
         total = session.exec(select(func.count()).select_from(RequestRow).where(*conditions)).one()
         rows = session.exec(
             select(RequestRow).where(*conditions).order_by(col(RequestRow.created_at).desc(), col(RequestRow.id))
-            .offset(offset).limit(limit)
+            .offset(page.offset).limit(page.limit)
         ).all()
-    return RequestPage(items=[_request_read(row) for row in rows], total=total, limit=limit, offset=offset)
+    return RequestPage(items=[_request_read(row) for row in rows], total=total, limit=page.limit, offset=page.offset)
 
 
 def _visible_request(session: Session, principal: Principal, request_id: str) -> RequestRow:
     row = session.get(RequestRow, request_id)
     # Another country's request is "not found", not "forbidden": its existence is not told.
     if row is None or not can_see(session, principal, row):
-        raise ProblemError(404, "request_not_found", "No such request", f"There is no request {request_id!r}.")
+        raise NotFound("request_not_found", "No such request", f"There is no request {request_id!r}.")
     return row
 
 
 @router.get("/requests/{request_id}", response_model=RequestRead, summary="One request",
             responses={404: {"description": "No such request, or not visible to the caller"}})
-def get_request(request: Request, principal: Caller, request_id: RequestId) -> RequestRead:
-    with _read_session(request) as session:
+def get_request(runtime: Runtime, principal: Caller, request_id: RequestId) -> RequestRead:
+    with read_session(runtime) as session:
         return _request_read(_visible_request(session, principal, request_id))
 
 
 @router.get("/requests/{request_id}/history", response_model=HistoryRead, summary="Every change of a request",
             responses={404: {"description": "No such request, or not visible to the caller"}})
-def get_request_history(request: Request, principal: Caller, request_id: RequestId) -> HistoryRead:
-    with _read_session(request) as session:
+def get_request_history(runtime: Runtime, principal: Caller, request_id: RequestId) -> HistoryRead:
+    with read_session(runtime) as session:
         _visible_request(session, principal, request_id)
         rows = session.exec(select(RequestHistoryRow).where(RequestHistoryRow.request_id == request_id)
                             .order_by(col(RequestHistoryRow.id))).all()
@@ -200,18 +187,16 @@ def get_request_history(request: Request, principal: Caller, request_id: Request
 
 
 @router.post("/requests/{request_id}/transitions", response_model=RequestRead, summary="Move a request in its lifecycle",
-             responses={403: {"description": "Role may not change requests"}, 404: {"description": "No such request"},
+             responses={403: {"description": "The caller may not change this request, or its role never makes "
+                                           "this transition"}, 404: {"description": "No such request"},
                         409: {"description": "Transition not allowed; the allowed ones are listed"},
                         422: {"description": "A decline needs a note"}})
-async def create_transition(request: Request, principal: Caller, request_id: RequestId, body: TransitionCreate) -> RequestRead:
+async def create_transition(runtime: Runtime, principal: Caller, request_id: RequestId,
+                            body: TransitionCreate) -> RequestRead:
     def work(session: Session) -> RequestRow:
         return transition_request(session, principal=principal, request_id=request_id, to_status=body.to, note=body.note)
 
-    try:
-        row = await _runtime(request).writer.run(work)
-    except DomainError as error:
-        raise _problem(error) from error
-    return _request_read(row)
+    return _request_read(await runtime.writer.run(work))
 
 
 # -- offers -------------------------------------------------------------------
@@ -241,8 +226,8 @@ def _offer_read(session: Session, offer: OfferRow) -> OfferRead:
 
 
 @router.get("/offers", response_model=OfferList, summary="The offer board: every conditional offer and its state")
-def list_offers(request: Request, principal: Caller) -> OfferList:
-    with _read_session(request) as session:
+def list_offers(runtime: Runtime, principal: Caller) -> OfferList:
+    with read_session(runtime) as session:
         offers = session.exec(select(OfferRow).where(OfferRow.condition_type != "none", col(OfferRow.removed).is_(False))
                               .order_by(col(OfferRow.commitment_id))).all()
         return OfferList(items=[_offer_read(session, offer) for offer in offers])
@@ -250,15 +235,15 @@ def list_offers(request: Request, principal: Caller) -> OfferList:
 
 @router.get("/offers/{commitment_id}", response_model=OfferRead, summary="One conditional offer",
             responses={404: {"description": "No such conditional offer"}})
-def get_offer(request: Request, principal: Caller, commitment_id: CommitmentId) -> OfferRead:
-    with _read_session(request) as session:
+def get_offer(runtime: Runtime, principal: Caller, commitment_id: CommitmentId) -> OfferRead:
+    with read_session(runtime) as session:
         offer = session.get(OfferRow, commitment_id)
         if offer is None or offer.removed or offer.condition_type == "none":
-            raise ProblemError(404, "offer_not_found", "No such offer", f"There is no conditional offer {commitment_id!r}.")
+            raise NotFound("offer_not_found", "No such offer", f"There is no conditional offer {commitment_id!r}.")
         return _offer_read(session, offer)
 
 
-async def _record(request: Request, principal: Principal, commitment_id: str, kind: str, reference: str,
+async def _record(runtime: ServiceRuntime, principal: Principal, commitment_id: str, kind: str, reference: str,
                   parties: list[str], note: str | None) -> ConditionRecordRead:
     require_roles(principal, "coordinator")
 
@@ -266,10 +251,7 @@ async def _record(request: Request, principal: Principal, commitment_id: str, ki
         return record_condition(session, principal=principal, commitment_id=commitment_id, kind=kind,
                                 reference=reference, parties=parties, note=note)
 
-    try:
-        record = await _runtime(request).writer.run(work)
-    except DomainError as error:
-        raise _problem(error) from error
+    record = await runtime.writer.run(work)
     return ConditionRecordRead(id=record.id, commitment_id=record.commitment_id, kind=record.kind,
                                reference=record.reference, parties=record.parties, note=record.note,
                                recorded_at=record.recorded_at)
@@ -279,15 +261,15 @@ async def _record(request: Request, principal: Principal, commitment_id: str, ki
              summary="Record a regional agreement (coordinators)",
              responses={403: {"description": "Coordinators only"}, 404: {"description": "No such offer"},
                         409: {"description": "The offer's condition is not a regional agreement"}})
-async def create_agreement(request: Request, principal: Caller, commitment_id: CommitmentId,
+async def create_agreement(runtime: Runtime, principal: Caller, commitment_id: CommitmentId,
                            body: AgreementCreate) -> ConditionRecordRead:
-    return await _record(request, principal, commitment_id, "agreement", body.reference, list(body.parties), body.note)
+    return await _record(runtime, principal, commitment_id, "agreement", body.reference, list(body.parties), body.note)
 
 
 @router.post("/offers/{commitment_id}/evidence", status_code=201, response_model=ConditionRecordRead,
              summary="Record evidence that meets the offer's condition (coordinators)",
              responses={403: {"description": "Coordinators only"}, 404: {"description": "No such offer"},
                         409: {"description": "The offer's condition is not evidence"}})
-async def create_evidence(request: Request, principal: Caller, commitment_id: CommitmentId,
+async def create_evidence(runtime: Runtime, principal: Caller, commitment_id: CommitmentId,
                           body: EvidenceCreate) -> ConditionRecordRead:
-    return await _record(request, principal, commitment_id, "evidence", body.reference, [], body.note)
+    return await _record(runtime, principal, commitment_id, "evidence", body.reference, [], body.note)

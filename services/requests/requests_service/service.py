@@ -20,8 +20,10 @@ from requests_service.conditions import (
     accept_request,
     activation_by_record,
     allowed_transitions,
+    ever_allowed,
     refuse_request,
     transition_needs_note,
+    who_moves_to,
 )
 from requests_service.models import (
     OfferActivationRow,
@@ -42,22 +44,17 @@ from shared.contracts.requests import (
     RequestStatusChanged,
     RequestSubmitted,
 )
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.group_commit import call_after_commit
 from shared.identity import Principal
 from shared.messaging_models import utcnow
-from shared.outbox import stage_new_event
+from shared.outbox import NewEvent, stage_events
 from shared.topics import REQUESTS_EVENTS
 
 
-class DomainError(Exception):
-    def __init__(self, status: int, reason: str, title: str, detail: str, **extensions) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.title, self.detail, self.extensions = status, reason, title, detail, extensions
-
-
 def _stage(session: Session, *, event_type: str, key: str, data) -> None:
-    stage_new_event(session, topic=REQUESTS_EVENTS.name, key=key, type=event_type, source=REQUESTS_SOURCE,
-                    subject=key, data=data.model_dump(mode="json"))
+    stage_events(session, [NewEvent(topic=REQUESTS_EVENTS.name, key=key, type=event_type, source=REQUESTS_SOURCE,
+                                    subject=key, data=data.model_dump(mode="json"))])
 
 
 def terms_of(offer) -> OfferTerms | None:
@@ -155,7 +152,7 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
             extensions["eligible_countries"] = (
                 offer.eligible_countries if offer.condition_type == "on_request" else offer.required_countries
             )
-        raise DomainError(422, refusal.reason, refusal.title, refusal.detail, **extensions)
+        raise Invalid(refusal.reason, refusal.title, refusal.detail, **extensions)
     assert offer is not None
     now = utcnow()
     request = SubmittedRequest(
@@ -213,18 +210,23 @@ def _activate(session: Session, offer, *, countries: tuple[str, ...], trigger: s
 def transition_request(session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None) -> RequestRow:
     request = session.get(RequestRow, request_id)
     if request is None or not can_see(session, principal, request):
-        raise DomainError(404, "request_not_found", "No such request", f"There is no request {request_id!r}.")
+        raise NotFound("request_not_found", "No such request", f"There is no request {request_id!r}.")
     is_requesting_agency = principal.role == "partner" and principal.agency_id == request.agency_id
     allowed = allowed_transitions(request.status, role=principal.role, is_requesting_agency=is_requesting_agency)
     if principal.role not in ("coordinator", "partner") or (principal.role == "partner" and not is_requesting_agency):
-        raise DomainError(403, "forbidden", "Not allowed to change this request",
-                          "Only coordinators, and the requesting agency (to withdraw or answer), change requests.")
+        raise Forbidden("forbidden", "Not allowed to change this request",
+                        "Only coordinators, and the requesting agency (to withdraw or answer), change requests.")
+    if not ever_allowed(to_status, role=principal.role, is_requesting_agency=is_requesting_agency):
+        movers = who_moves_to(to_status)
+        raise Forbidden("forbidden", "Not a transition this role makes",
+                        f"{movers[0].upper()}{movers[1:]} may move a request to {to_status}; "
+                        f"a {principal.role} never does, whatever the request's status.")
     if to_status not in allowed:
-        raise DomainError(409, "transition_not_allowed", "This transition is not allowed",
-                          f"A {request.status} request cannot become {to_status} by a {principal.role}.",
-                          current_status=request.status, allowed=list(allowed))
+        raise Conflict("transition_not_allowed", "This transition is not allowed",
+                       f"A {request.status} request cannot become {to_status} by a {principal.role}.",
+                       current_status=request.status, allowed=list(allowed))
     if transition_needs_note(to_status) and not (note and note.strip()):
-        raise DomainError(422, "note_required", "A reason is required", f"Moving a request to {to_status} needs a note saying why.")
+        raise Invalid("note_required", "A reason is required", f"Moving a request to {to_status} needs a note saying why.")
     now = utcnow()
     from_status = request.status
     request.status = to_status
@@ -246,16 +248,16 @@ def record_condition(session: Session, *, principal: Principal, commitment_id: s
     """A coordinator records an agreement or evidence; it may activate the offer."""
     offer = _lock_offer(session, commitment_id)
     if offer is None or offer.removed:
-        raise DomainError(404, "offer_not_found", "No such offer", f"There is no commitment {commitment_id!r}.")
+        raise NotFound("offer_not_found", "No such offer", f"There is no commitment {commitment_id!r}.")
     expected = {"agreement": "regional_agreement", "evidence": "evidence"}[kind]
     if offer.condition_type != expected:
-        raise DomainError(409, "condition_mismatch", f"This offer does not take {kind}",
-                          f"{commitment_id} has condition {offer.condition_type}; a {kind} applies to {expected} offers.")
+        raise Conflict("condition_mismatch", f"This offer does not take {kind}",
+                       f"{commitment_id} has condition {offer.condition_type}; a {kind} applies to {expected} offers.")
     if kind == "agreement":
         unknown = sorted(set(parties) - set(offer.required_countries))
         if unknown:
-            raise DomainError(422, "not_a_party", "Not a party to this condition",
-                              f"{', '.join(unknown)} is not among the countries concerned: {', '.join(offer.required_countries)}.")
+            raise Invalid("not_a_party", "Not a party to this condition",
+                          f"{', '.join(unknown)} is not among the countries concerned: {', '.join(offer.required_countries)}.")
     record = OfferRecordRow(id=str(uuid.uuid4()), commitment_id=commitment_id, kind=kind, reference=reference,
                             parties=sorted(set(parties)), note=note, recorded_by_key=principal.key_id, recorded_at=utcnow())
     session.add(record)

@@ -1,8 +1,6 @@
 """Alembic environment of the notifications service (run through shared.migrations)."""
 
-from sqlmodel import SQLModel
-
-import shared.messaging_models  # noqa: F401  (registers the outbox and inbox tables)
+from notifications_service.models import NotificationsTable
 from shared.migrations import run_env
 
-run_env(SQLModel.metadata)
+run_env(NotificationsTable.metadata)

@@ -1,8 +1,6 @@
 """Alembic environment of the requests service (run through shared.migrations)."""
 
-from sqlmodel import SQLModel
-
-import shared.messaging_models  # noqa: F401  (registers the outbox and inbox tables)
+from requests_service.models import RequestsTable
 from shared.migrations import run_env
 
-run_env(SQLModel.metadata)
+run_env(RequestsTable.metadata)
