@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml deploy/kafka/pom.xml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status test clean
+.PHONY: install up down status lint test clean
 
 install: $(INSTALLED)
 
@@ -26,6 +26,12 @@ down:
 
 status:
 	$(BIN)/caj stack status
+
+# Lint and import order (ruff), then types (mypy on shared/, caj/ and the
+# services, migrations aside): both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install

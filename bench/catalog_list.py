@@ -25,11 +25,6 @@ import httpx
 from bench.support import KAFKA, REPO, free_port, p99_ms, requests_per_second, serve
 
 
-
-
-
-
-
 def wait_ok(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

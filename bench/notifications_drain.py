@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import sqlalchemy
 import httpx
+import sqlalchemy
 import uvloop
 from aiokafka import AIOKafkaProducer
 

@@ -150,7 +150,9 @@ async def main() -> None:
         try:
             database_url = args.database_url or f"sqlite:///{scratch}/bench.sqlite3"
             upgrade("catalog_service", database_url)
-            topics = [TopicSpec(f"bench.{name}.{uuid.uuid4().hex[:6]}", partitions=3) for name in ("bare", "relay", "lat")]
+            topics = [
+                TopicSpec(f"bench.{name}.{uuid.uuid4().hex[:6]}", partitions=3) for name in ("bare", "relay", "lat")
+            ]
             await ensure_topics(bootstrap, topics)
 
             bare = await bare_producer(bootstrap, topics[0].name, args.events)
@@ -159,12 +161,14 @@ async def main() -> None:
             polled = await commit_to_ack_latency(bootstrap, database_url, topics[2].name, args.latency_samples, False)
         finally:
             if broker_env:
-                subprocess.run(["bash", str(REPO_ROOT / "deploy/kafka/kafka.sh"), "stop"], env=broker_env, check=False)
+                stop = ["bash", str(REPO_ROOT / "deploy/kafka/kafka.sh"), "stop"]
+                await asyncio.to_thread(subprocess.run, stop, env=broker_env, check=False)
 
     backend = "postgresql" if database_url.startswith("postgresql") else "sqlite"
     print(f"database: {backend}; events: {args.events}")
     print(f"bare producer   : {args.events / bare:9.0f} events/s")
-    print(f"outbox relay    : {args.events / relayed:9.0f} events/s  ({bare / relayed:.2f} of the bare producer's throughput)")
+    print(f"outbox relay    : {args.events / relayed:9.0f} events/s  "
+          f"({bare / relayed:.2f} of the bare producer's throughput)")
     for name, values in (("woken on commit", woken), ("poll only (0.5s)", polled)):
         print(f"commit->ack {name:<17}: p50 {percentile(values, 0.5) * 1000:7.1f} ms  "
               f"p99 {percentile(values, 0.99) * 1000:7.1f} ms  mean {statistics.mean(values) * 1000:7.1f} ms")

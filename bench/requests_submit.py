@@ -27,7 +27,6 @@ from pathlib import Path
 import httpx
 
 from bench.support import KAFKA, REPO, free_port, p99_ms, percentile_ms, requests_per_second, serve
-
 from caj.keys import create_key
 
 BODY = {"commitment_id": "caj-2006-2-1-04", "title": "Border post equipment",

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+from typing import cast, get_args
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,6 +13,7 @@ from caj import outbox as outbox_admin
 from caj import stack
 from caj.services import SERVICES
 from shared import migrations
+from shared.contracts.identity import Role
 
 app = typer.Typer(help="Operate caj-tracker.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -68,7 +70,8 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
     typer.echo("caj-tracker is up:")
     for info in SERVICES.values():
         settings = info.settings()
-        typer.echo(f"  {info.name:<14} http://{settings.host}:{settings.port}/docs   (metrics /metrics, health /readyz)")
+        typer.echo(f"  {info.name:<14} http://{settings.host}:{settings.port}/docs   "
+                   "(metrics /metrics, health /readyz)")
     typer.echo(f"  {'kafka':<14} {SERVICES['catalog'].settings().kafka_bootstrap_servers}")
     typer.echo(f"  logs           {stack.LOG_DIR}")
     typer.echo("Stop everything with: make down")
@@ -103,11 +106,11 @@ def keys_create(
     bootstrap_servers: str = BootstrapOption,
 ) -> None:
     """Create a key and print it. It is shown only this once."""
-    if role not in ("partner", "coordinator", "operator"):
+    if role not in get_args(Role):
         raise typer.BadParameter("role must be partner, coordinator or operator", param_hint="--role")
     try:
         record, full_key, registered = asyncio.run(key_admin.create_key(
-            bootstrap_servers, role=role, agency_id=agency, country=country.upper() if country else None,
+            bootstrap_servers, role=cast(Role, role), agency_id=agency, country=country.upper() if country else None,
             agency_name=agency_name, label=label,
         ))
     except (key_admin.KeyAdminError, ValueError) as error:
@@ -128,6 +131,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (the 16 hex d
     except key_admin.KeyAdminError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+    assert record.revoked_at is not None  # revoke_key returns the revoked record
     typer.echo(f"revoked {record.key_id} at {record.revoked_at.isoformat()}")
 
 

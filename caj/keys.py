@@ -21,13 +21,16 @@ class KeyAdminError(ValueError):
     pass
 
 
-async def current_identity(bootstrap_servers: str, *, timeout: float = 30.0) -> KeyStore:
-    """Read `identity.keys` to its end and return the resulting state."""
+CATCH_UP_SECONDS = 30.0
+
+
+async def current_identity(bootstrap_servers: str) -> KeyStore:
+    """Read `identity.keys` to its end (within CATCH_UP_SECONDS) and return the resulting state."""
     await ensure_topics(bootstrap_servers, [IDENTITY_KEYS])
     store = KeyStore(bootstrap_servers)
     await store.start()
     try:
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + CATCH_UP_SECONDS
         while not store.caught_up:
             if asyncio.get_running_loop().time() > deadline:
                 raise KeyAdminError("timed out reading identity.keys")
@@ -69,6 +72,7 @@ async def create_key(
     records: list[tuple[str, str, dict]] = []
     registered = False
     if role == "partner":
+        assert agency_id is not None and country is not None  # checked above
         known = state.agencies.get(agency_id)
         if known is not None and known.country != country:
             raise KeyAdminError(f"agency {agency_id} is registered for {known.country}, not {country}")

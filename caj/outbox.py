@@ -52,14 +52,15 @@ def failed(service: str, database_url: str) -> list[SetAsideRow]:
     engine = _engine(database_url)
     try:
         with Session(engine) as session:
-            return [
-                SetAsideRow(
+            rows = []
+            for row in set_aside_rows(session):
+                assert row.id is not None and row.set_aside_at is not None  # stored, and set aside
+                rows.append(SetAsideRow(
                     id=row.id, service=service, topic=row.topic, event_type=row.event_type, event_id=row.event_id,
                     message_key=row.message_key, attempts=row.attempts, reason=row.last_error,
                     created_at=as_utc(row.created_at), set_aside_at=as_utc(row.set_aside_at),
-                )
-                for row in set_aside_rows(session)
-            ]
+                ))
+            return rows
     finally:
         engine.dispose()
 

@@ -77,19 +77,20 @@ def start_service(service: ServiceInfo, echo) -> None:
     settings = service.settings()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_file = open(LOG_DIR / f"{service.name}.log", "ab")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "--factory", service.app_factory,
-            "--host", settings.host, "--port", str(settings.port), "--no-access-log",
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=DEVELOPMENT_SETTINGS | dict(os.environ),
-        start_new_session=True,  # survives the shell that ran `make up`
-        cwd=REPO_ROOT,
-    )
+    # The child gets its own copy of the descriptor; this process need not keep the file open.
+    with open(LOG_DIR / f"{service.name}.log", "ab") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "--factory", service.app_factory,
+                "--host", settings.host, "--port", str(settings.port), "--no-access-log",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=DEVELOPMENT_SETTINGS | dict(os.environ),
+            start_new_session=True,  # survives the shell that ran `make up`
+            cwd=REPO_ROOT,
+        )
     _pid_file(service).write_text(str(process.pid))
     echo(f"{service.name}: started (pid {process.pid}), log {LOG_DIR / (service.name + '.log')}")
 

@@ -20,6 +20,7 @@ retries instead of dead-lettering everything.
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -30,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from shared import metrics
+from shared.db import table_of
 from shared.events import InvalidEvent, from_kafka
 from shared.group_commit import GroupCommitWriter
 from shared.kafka import make_consumer
@@ -57,7 +59,7 @@ class PoisonMessage(Exception):
     """Raised by a handler for a record that can never be processed."""
 
 
-_INBOX = ProcessedEvent.__table__
+_INBOX = table_of(ProcessedEvent)
 
 
 class _RunStopped(Exception):
@@ -191,12 +193,12 @@ class IdempotentConsumer:
         while position < len(records):
             run = records[position:]
             try:
-                outcomes = await self.writer.run(lambda session: self._apply_run(session, run, batched=batched))
-            except _BatchFailed as failed:
+                outcomes = await self.writer.run(partial(self._apply_run, records=run, batched=batched))
+            except _BatchFailed as batch_error:
                 log.warning("a batch of %d records failed (%r); finding the record one by one", len(run),
-                            failed.__cause__)
+                            batch_error.__cause__)
                 batched = False
-                batch_failed = not isinstance(failed.__cause__, DATABASE_UNAVAILABLE)
+                batch_failed = not isinstance(batch_error.__cause__, DATABASE_UNAVAILABLE)
                 continue
             except _RunStopped as stopped:
                 if stopped.index is None:  # the inbox rows clashed: another replica is on these records
@@ -206,7 +208,7 @@ class IdempotentConsumer:
                     prefix = run[:stopped.index]
                     try:
                         self._count(partition, prefix,
-                                    await self.writer.run(lambda session: self._apply_run(session, prefix)))
+                                    await self.writer.run(partial(self._apply_run, records=prefix)))
                     except Exception:
                         await self._one_by_one(partition, prefix)
                 record = run[stopped.index]
@@ -236,7 +238,7 @@ class IdempotentConsumer:
             self._uncommitted[partition] = record.offset + 1
 
     def _count(self, partition: TopicPartition, records: list[ConsumerRecord], outcomes: list[str]) -> None:
-        for record, outcome in zip(records, outcomes):
+        for record, outcome in zip(records, outcomes, strict=True):
             metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
             self._uncommitted[partition] = record.offset + 1
 
@@ -266,7 +268,7 @@ class IdempotentConsumer:
         fresh: list[int] = []  # indexes of the events not processed before
         inbox_rows = []
         now = utcnow()
-        for index, (record, event) in enumerate(zip(records, events)):
+        for index, (record, event) in enumerate(zip(records, events, strict=True)):
             key = (event.get_source(), event.get_id())
             if key in seen:
                 outcomes.append("duplicate")
@@ -288,6 +290,7 @@ class IdempotentConsumer:
                                "topic": record.topic, "partition": record.partition, "offset": record.offset,
                                "processed_at": now})
         if batched and fresh:
+            assert self.handle_many is not None  # `batched` only when the handler has one
             batch = [events[index] for index in fresh]
             token = event_id_var.set(",".join(event.get_id() for event in batch))
             try:

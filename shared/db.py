@@ -2,10 +2,17 @@
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
-from sqlalchemy import event
+from sqlalchemy import Table, event, inspect
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine, text
+from sqlmodel import Session, SQLModel, create_engine, text
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for statements built once and run
+    many times (SQLModel does not declare `__table__` for type checkers)."""
+    return cast(Table, inspect(model).local_table)
 
 
 def is_sqlite(url: str) -> bool:

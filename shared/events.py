@@ -14,7 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
@@ -83,9 +83,9 @@ def from_kafka(*, key: bytes | None, value: bytes | None, headers: list[tuple[st
         except (UnicodeDecodeError, ValueError) as error:
             raise InvalidEvent(f"value is not valid JSON: {error}") from error
     try:
-        return ce_kafka.from_binary(
+        return cast(CloudEvent, ce_kafka.from_binary(
             ce_kafka.KafkaMessage(headers=header_map, key=key, value=value or b""), _FORMAT, CloudEvent
-        )
+        ))
     except Exception as error:  # the SDK raises several validation error types
         raise InvalidEvent(f"not a valid CloudEvent: {error}") from error
 
@@ -97,7 +97,7 @@ def to_json(event: CloudEvent) -> str:
 
 
 def from_json(document: str | bytes) -> CloudEvent:
-    return _FORMAT.read(CloudEvent, document)
+    return cast(CloudEvent, _FORMAT.read(CloudEvent, document))
 
 
 def record_from_envelope(envelope: str, *, key: str | None) -> KafkaRecord:

@@ -72,7 +72,7 @@ class GroupCommitWriter:
                         else:
                             future.cancel()
                 raise
-            for (_, future), (ok, value) in zip(batch, outcomes):
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue  # the caller went away; its work is committed all the same
                 if ok:

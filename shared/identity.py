@@ -8,7 +8,6 @@ the presented secret in constant time. Roles:
 - operator: watches the system.
 """
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -20,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import Request
 
 from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord, Role
-from shared.events import InvalidEvent, from_kafka
 from shared.errors import Forbidden, RateLimited, Unauthenticated, Unavailable
+from shared.events import InvalidEvent, from_kafka
 from shared.topics import IDENTITY_KEYS
 from shared.workers import SupervisedWorker
 
@@ -84,7 +83,9 @@ class KeyStore:
             auto_offset_reset="earliest", client_id="caj-keystore",
         )
         await self._consumer.start()
-        partitions = [TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or [0])]
+        partitions = [
+            TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or [0])
+        ]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._end_offsets = await self._consumer.end_offsets(partitions)

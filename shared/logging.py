@@ -35,7 +35,9 @@ def configure_logging(*, service: str, level: str = "INFO", json: bool = True) -
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(service)s %(name)s [%(request_id)s %(event_id)s] %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(service)s %(name)s [%(request_id)s %(event_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

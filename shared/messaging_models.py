@@ -13,6 +13,8 @@ from sqlalchemy import BigInteger, Column, DateTime, Index, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from shared.db import table_of
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -73,7 +75,7 @@ def service_registry(*, inbox: bool) -> registry:
     """A registry for one service's tables, holding the outbox too, and the
     inbox when the service consumes events."""
     service = registry()
-    OutboxMessage.__table__.to_metadata(service.metadata)
+    table_of(OutboxMessage).to_metadata(service.metadata)
     if inbox:
-        ProcessedEvent.__table__.to_metadata(service.metadata)
+        table_of(ProcessedEvent).to_metadata(service.metadata)
     return service

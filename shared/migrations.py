@@ -40,6 +40,8 @@ def run_env(target_metadata: MetaData) -> None:
 
     config = context.config
     url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic config has no sqlalchemy.url")
     # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
     render_as_batch = url.startswith("sqlite")
     if context.is_offline_mode():

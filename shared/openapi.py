@@ -48,7 +48,10 @@ def may_answer(statuses: dict[int, str]) -> Callable[[Dependency], Dependency]:
     every operation that uses it lists them."""
 
     def mark(dependency: Dependency) -> Dependency:
-        dependency.__problem_statuses__ = {str(status): text for status, text in statuses.items()}
+        # An attribute of the function itself, read back by _document.
+        dependency.__problem_statuses__ = {  # type: ignore[attr-defined]
+            str(status): text for status, text in statuses.items()
+        }
         return dependency
 
     return mark
@@ -86,7 +89,7 @@ def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
         for route in (route for router in routers for route in router.routes):
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = schema["paths"].get(route.path_format, {}).get(method.lower())
                 if operation is None:
                     continue
@@ -97,7 +100,7 @@ def document_problems(app: FastAPI, routers: Sequence[APIRouter]) -> None:
                     operation["responses"]["422"]["content"] = _PROBLEM_CONTENT
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 def _document(operation: dict, route: APIRoute) -> None:

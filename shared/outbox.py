@@ -9,6 +9,7 @@ A row the broker refuses again and again is set aside (see `OutboxRelay`).
 """
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -18,7 +19,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -30,13 +31,14 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnsupportedForMessageFormatError,
 )
-from sqlalchemy import event as sa_event
 from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import event as sa_event
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session, col, select, text
 
 from shared import metrics
-from shared.db import is_sqlite
+from shared.db import is_sqlite, table_of
 from shared.events import envelope_json, record_from_envelope
 from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
@@ -70,10 +72,10 @@ def refuses_the_row(error: BaseException) -> bool:
     return isinstance(error, Exception)
 
 
-_OUTBOX = OutboxMessage.__table__
+_OUTBOX = table_of(OutboxMessage)
 _INSERT_OUTBOX = insert(_OUTBOX)
 _PENDING = (
-    select(_OUTBOX.c.id, _OUTBOX.c.event_id, _OUTBOX.c.topic, _OUTBOX.c.message_key, _OUTBOX.c.event_type,
+    core_select(_OUTBOX.c.id, _OUTBOX.c.event_id, _OUTBOX.c.topic, _OUTBOX.c.message_key, _OUTBOX.c.event_type,
            _OUTBOX.c.envelope, _OUTBOX.c.attempts)
     .where(_OUTBOX.c.published_at.is_(None), _OUTBOX.c.set_aside_at.is_(None))
     .order_by(_OUTBOX.c.id)
@@ -98,7 +100,8 @@ def stage_events(session: Session, events: Sequence[NewEvent]) -> list[str]:
     with one statement; returns their ids."""
     if not events:
         return []
-    now, rows = datetime.now(UTC), []
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
     for event in events:
         event_id, envelope = envelope_json(type=event.type, source=event.source, subject=event.subject,
                                            data=event.data, time=event.time)
@@ -258,10 +261,8 @@ class OutboxRelay:
             self.backoff.reset()
             if published >= self.batch_size:
                 continue  # more rows are probably waiting
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
 
     # -- one round -----------------------------------------------------------
     async def publish_pending(self) -> int:
@@ -275,7 +276,7 @@ class OutboxRelay:
         # those rows are marked published, the first failed row records its
         # error, and nothing after it counts as sent, so per-key order holds
         # and a failing row never makes the rows before it go out again.
-        outcomes: list[BaseException | None] = []
+        outcomes: list[asyncio.Future | Exception] = []
         for row in rows:
             try:
                 record = record_from_envelope(row.envelope, key=row.message_key)
@@ -289,8 +290,9 @@ class OutboxRelay:
             *(outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)), return_exceptions=True
         )
         settled = iter(results)
-        sent, failure = [], None
-        for row, outcome in zip(rows, outcomes):
+        sent: list[Row] = []
+        failure: tuple[Row, BaseException] | None = None
+        for row, outcome in zip(rows, outcomes, strict=False):  # outcomes stop at the first refused row
             result = outcome if isinstance(outcome, BaseException) else next(settled)
             if isinstance(result, BaseException):
                 failure = (row, result)
@@ -308,16 +310,18 @@ class OutboxRelay:
             else:
                 await asyncio.to_thread(self._mark_published, ids)
         if failure is not None:
-            row, error = failure
+            row, refusal = failure
             metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
             # Only the leader publishes, so the loaded count is the row's own.
-            set_aside = refuses_the_row(error) and row.attempts + 1 >= self.max_attempts
-            await asyncio.to_thread(self._record_failure, row.id, repr(error), set_aside)
+            set_aside = refuses_the_row(refusal) and row.attempts + 1 >= self.max_attempts
+            await asyncio.to_thread(self._record_failure, row.id, repr(refusal), set_aside)
             if not set_aside:
-                raise RuntimeError(f"outbox row {row.id} ({row.event_type}) was not published: {error!r}") from error
+                raise RuntimeError(
+                    f"outbox row {row.id} ({row.event_type}) was not published: {refusal!r}"
+                ) from refusal
             metrics.OUTBOX_SET_ASIDE.labels(topic=row.topic).inc()
             log.error("outbox row %s (%s to %s) set aside after %d refusals: %r",
-                      row.id, row.event_type, row.topic, row.attempts + 1, error)
+                      row.id, row.event_type, row.topic, row.attempts + 1, refusal)
             self._wakeup.set()  # the rows behind it go out now, not at the next poll
         return len(sent)
 

@@ -56,7 +56,9 @@ def problem_response(
     *, status: int, reason: str, title: str, detail: str | None = None, instance: str | None = None,
     headers: dict[str, str] | None = None, **extensions: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": f"urn:caj-tracker:problem:{reason}", "title": title, "status": status, "reason": reason}
+    body: dict[str, Any] = {
+        "type": f"urn:caj-tracker:problem:{reason}", "title": title, "status": status, "reason": reason,
+    }
     if detail:
         body["detail"] = detail
     if instance:
@@ -90,7 +92,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [
-            {"location": [str(part) for part in item.get("loc", ())], "message": item.get("msg"), "type": item.get("type")}
+            {
+                "location": [str(part) for part in item.get("loc", ())],
+                "message": item.get("msg"),
+                "type": item.get("type"),
+            }
             for item in error.errors()
         ]
         return problem_response(

@@ -10,9 +10,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI
@@ -29,14 +30,14 @@ from shared.identity import KeyStore, RateLimiter
 from shared.kafka import make_producer
 from shared.logging import configure_logging
 from shared.migrations import current_revision, head_revision
-from shared.outbox import OutboxRelay, outbox_backlog
 from shared.openapi import document_problems
+from shared.outbox import OutboxRelay, outbox_backlog
 from shared.problems import install_problem_handlers
-from shared.settings import ServiceSettings
 from shared.retry import Backoff, retry
+from shared.settings import ServiceSettings
 from shared.tasks import cancel_and_wait
-from shared.workers import SupervisedWorker
 from shared.topics import IDENTITY_KEYS, TopicSpec, ensure_topics
+from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,16 @@ class ServiceRuntime:
     async def _connect_kafka(self) -> None:
         """Topics, producer, relay, consumers, in that order; retry until it works."""
         all_topics = tuple({spec.name: spec for spec in self._all_topics()}.values())
+        producer, relay = self.producer, self.relay
+        assert producer is not None and relay is not None  # made by start()
 
         async def topics_and_producer() -> None:
-            await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, timeout=5,
+            await ensure_topics(self.settings.kafka_bootstrap_servers, all_topics, retry_for=5,
                                 replication_factor=self.settings.kafka_replication_factor)
-            await self.producer.start()
+            await producer.start()
 
         await retry(topics_and_producer, what="connecting to Kafka", backoff=Backoff(first=0.5, cap=10.0))
-        self.relay.start()
+        relay.start()
         if self.key_store is not None:
             await retry(self.key_store.start, what="starting the key store")
         if self.consumer_specs:
@@ -146,18 +149,20 @@ class ServiceRuntime:
         for spec in self.consumer_specs:
             if self.dead_letter_topic is None:
                 raise RuntimeError("a consuming service needs a dead-letter topic")
+            group_id = spec.group_id
+            assert group_id is not None  # registered_consumers keeps only readers with a group
             consumer = IdempotentConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                group_id=spec.group_id,
-                client_id=f"{self.settings.client_id}-{spec.group_id}",
+                group_id=group_id,
+                client_id=f"{self.settings.client_id}-{group_id}",
                 topics=[topic.name for topic in spec.topics],
-                handler=self.handlers[spec.group_id],
-                producer=self.producer,
+                handler=self.handlers[group_id],
+                producer=producer,
                 dead_letter_topic=self.dead_letter_topic.name,
                 max_attempts=self.settings.consumer_max_attempts,
                 writer=self.writer,
             )
-            await retry(consumer.start, what=f"starting consumer {spec.group_id}")
+            await retry(consumer.start, what=f"starting consumer {group_id}")
             self.consumers.append(consumer)
         self.kafka_connected = True
         log.info("connected to Kafka at %s", self.settings.kafka_bootstrap_servers)
@@ -280,7 +285,7 @@ def create_service_app(
     title: str,
     description: str,
     routers: Sequence[APIRouter] = (),
-    on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
+    on_startup: Callable[[FastAPI], Coroutine[Any, Any, None]] | None = None,
     on_shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """`on_startup` runs once the runtime has started; the app serves meanwhile.

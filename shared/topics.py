@@ -101,14 +101,17 @@ async def ensure_topics(
     bootstrap_servers: str,
     topics: tuple[TopicSpec, ...] | list[TopicSpec],
     *,
-    timeout: float = 60.0,
+    retry_for: float = 60.0,
     replication_factor: int = 1,
 ) -> None:
     """Create the topics that do not exist yet; retry while the broker starts.
 
+    `retry_for` bounds the retrying, not an attempt: once it has passed, the
+    next failure is raised as it is.
+
     `replication_factor` is 1 for the single local broker; a cluster wants 3
     (with min.insync.replicas 2), or -1 for the broker's default."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + retry_for
     backoff = Backoff(first=0.5, cap=5.0)
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)

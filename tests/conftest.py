@@ -113,7 +113,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         "TEST_POSTGRES_URL not set: SQLite only, PostgreSQL-only tests deselected"
     )
     reference = (f"reference copy at {REFERENCE_COPY}: compared with the repo's copies" if REFERENCE_COPY.is_dir()
-                 else f"no reference copy at {REFERENCE_COPY}: its comparisons deselected (pinned hashes still checked)")
+                 else f"no reference copy at {REFERENCE_COPY}: its comparisons deselected "
+                      "(pinned hashes still checked)")
     return [f"kafka: {kafka}; {postgres}", reference]
 
 

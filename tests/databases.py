@@ -47,4 +47,4 @@ def _drop_database(admin, name: str) -> None:
         except sqlalchemy.exc.DBAPIError as error:
             last_error = error
             time.sleep(0.5 * (attempt + 1))
-    warnings.warn(f"could not drop test database {name}: {last_error}")
+    warnings.warn(f"could not drop test database {name}: {last_error}", stacklevel=2)

@@ -41,12 +41,13 @@ class ServiceProcess:
     def start(self, *, migrate: bool = True) -> "ServiceProcess":
         if migrate:
             upgrade(self.package, self.database_url)
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"{self.package}.main:app",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+        # The child gets its own copy of the descriptor; this process need not keep the file open.
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", f"{self.package}.main:app",
+                 "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
         return self
 
     def wait_status(self, path: str, status: int, timeout: float) -> httpx.Response:
@@ -76,8 +77,6 @@ class ServiceProcess:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -87,8 +86,6 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 @contextlib.contextmanager

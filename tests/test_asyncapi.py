@@ -51,7 +51,8 @@ def test_every_event_type_in_the_contracts_is_documented():
     for module_info in pkgutil.iter_modules(shared.contracts.__path__):
         module = importlib.import_module(f"shared.contracts.{module_info.name}")
         for name, value in vars(module).items():
-            if name.isupper() and isinstance(value, str) and value.startswith("org.caj-tracker.") and value.endswith(".v1"):
+            if (name.isupper() and isinstance(value, str)
+                    and value.startswith("org.caj-tracker.") and value.endswith(".v1")):
                 declared.add(value)
     assert declared == set(BY_TYPE)
     document = build_asyncapi()

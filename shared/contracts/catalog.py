@@ -72,7 +72,9 @@ class CommitmentDocument(_Contract):
     plan_id: str
     pillar: Pillar
     section: str
-    section_code: str = Field(description='The section number, e.g. "2(2)"; the pillar number alone for pillar-level text')
+    section_code: str = Field(
+        description='The section number, e.g. "2(2)"; the pillar number alone for pillar-level text'
+    )
     text: str = Field(description="The plan's own words, verbatim")
     source: SourceSpan
     actors: list[CountryCode]

@@ -29,11 +29,14 @@ from shared.topics import (
     TopicSpec,
 )
 
+# Named outside EventSpec, whose `type` field would shadow the builtin there.
+EventModel = type[BaseModel]
+
 
 @dataclass(frozen=True)
 class EventSpec:
     type: str
-    model: type[BaseModel] | None  # None: a tombstone, the record value is null
+    model: EventModel | None  # None: a tombstone, the record value is null
     topic: TopicSpec
     key: str
     producer: str

@@ -110,7 +110,8 @@ def test_filters(catalog, params, check):
 
 
 def test_joint_interest_offer_requires_all_four_central_asian_countries(catalog):
-    items = catalog.get("/v1/commitments", params={"condition": "joint_interest", "plan_id": "caj-2006"}).json()["items"]
+    items = catalog.get("/v1/commitments",
+                        params={"condition": "joint_interest", "plan_id": "caj-2006"}).json()["items"]
     assert [item["id"] for item in items] == ["caj-2006-3-0-09"]
     assert items[0]["condition"]["required_countries"] == ["KZ", "KG", "TJ", "UZ"]
 
@@ -134,7 +135,9 @@ def test_etag_and_if_none_match(catalog):
     other_query = catalog.get("/v1/commitments", params={"pillar": 3}, headers={"If-None-Match": etag})
     assert other_query.status_code == 200
     single = catalog.get("/v1/commitments/caj-2006-2-2-04")
-    assert catalog.get("/v1/commitments/caj-2006-2-2-04", headers={"If-None-Match": f'W/{single.headers["etag"]}'}).status_code == 304
+    revalidated = catalog.get("/v1/commitments/caj-2006-2-2-04",
+                              headers={"If-None-Match": f'W/{single.headers["etag"]}'})
+    assert revalidated.status_code == 304
 
 
 @pytest.mark.parametrize(

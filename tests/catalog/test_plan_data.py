@@ -322,7 +322,7 @@ def test_condition_and_figure_texts_are_quoted_from_the_entry(entry):
 
 def test_entries_do_not_overlap():
     spans = sorted((e["source"]["start"], e["source"]["end"], e["id"]) for e in COMMITMENTS)
-    for (_, end, left), (start, _, right) in zip(spans, spans[1:]):
+    for (_, end, left), (start, _, right) in zip(spans, spans[1:], strict=False):
         assert end <= start, f"{left} overlaps {right}"
 
 
@@ -354,7 +354,7 @@ def test_every_committing_sentence_is_an_entry_or_excluded_with_reason():
 def test_every_section_with_text_has_entries():
     sections = {entry["section"] for entry in COMMITMENTS}
     bounds = [offset for offset, _, _ in HEADINGS] + [len(SOURCE)]
-    for (offset, label, heading), next_offset in zip(HEADINGS, bounds[1:]):
+    for (offset, label, heading), next_offset in zip(HEADINGS, bounds[1:], strict=True):
         if any(offset < start < next_offset for start, _, _ in SENTENCES):
             assert f"{label} {heading}" in sections
 

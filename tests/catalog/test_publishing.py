@@ -51,11 +51,13 @@ def test_start_publishes_changes_only_and_removal_is_a_tombstone(own_kafka_broke
     assert len(records) == 109
     events = [from_kafka(key=r.key, value=r.value, headers=r.headers) for r in records]
     assert {e.get_type() for e in events} == {COMMITMENT_PUBLISHED}
-    for record, event in zip(records, events):
+    for record, event in zip(records, events, strict=True):
         published = CommitmentPublished.model_validate(event.get_data())
         assert record.key.decode() == published.commitment.id == event.get_subject()
         assert published.revision == 1
-    border = next(CommitmentPublished.model_validate(e.get_data()) for e in events if e.get_subject() == "caj-2006-2-1-04")
+    border = next(
+        CommitmentPublished.model_validate(e.get_data()) for e in events if e.get_subject() == "caj-2006-2-1-04"
+    )
     assert border.commitment.condition.eligible_countries == ["TJ", "AF"]
 
     # Restarting twice with the same files publishes nothing new.

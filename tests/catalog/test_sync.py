@@ -62,7 +62,9 @@ def test_a_second_plan_loads_beside_the_2006_plan(catalog_engine):
     snapshot = load_snapshot(catalog_engine)
     assert list(snapshot.plans) == ["caj-2006", "synthetic-2030"]
     assert snapshot.plans["synthetic-2030"].commitments == 3
-    assert snapshot.plans["synthetic-2030"].commitments_by_condition == {"joint_interest": 1, "none": 1, "on_request": 1}
+    assert snapshot.plans["synthetic-2030"].commitments_by_condition == {
+        "joint_interest": 1, "none": 1, "on_request": 1,
+    }
     kg_water = snapshot.query(CommitmentFilter(plan_id="synthetic-2030", requestable_by="KG", condition="on_request"))
     assert [view.read.id for view in kg_water] == ["synthetic-2030-1-0-01"]
 
@@ -115,7 +117,8 @@ def test_a_plan_dropped_from_the_configuration_is_removed_with_tombstones(catalo
     [
         (lambda d: d["commitments"][0]["source"].update(start=71), "is not the source's text"),
         (lambda d: d["plan"].update(source_sha256="0" * 64), "does not match source_sha256"),
-        (lambda d: d["commitments"][0]["responsible_agencies"].append({"id": "nobody", "inferred": True}), "unknown agency nobody"),
+        (lambda d: d["commitments"][0]["responsible_agencies"].append({"id": "nobody", "inferred": True}),
+         "unknown agency nobody"),
         (lambda d: d["commitments"][0]["condition"].update(eligible_countries=["XX"]), "not a valid plan file"),
         (lambda d: d["commitments"][0].update(pillar=7), "pillar 7"),
         (lambda d: d["commitments"].append(dict(d["commitments"][0])), "duplicate commitment id"),

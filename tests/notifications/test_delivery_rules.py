@@ -25,7 +25,7 @@ from tests.notifications.receiver import Receiver, Reply
 def test_the_production_schedule_spans_hours_and_grows():
     assert NotificationsSettings().webhook_retry_schedule_seconds == PRODUCTION_RETRY_SCHEDULE
     assert sum(PRODUCTION_RETRY_SCHEDULE) > 24 * 3600
-    assert all(a <= b for a, b in zip(PRODUCTION_RETRY_SCHEDULE, PRODUCTION_RETRY_SCHEDULE[1:]))
+    assert all(a <= b for a, b in zip(PRODUCTION_RETRY_SCHEDULE, PRODUCTION_RETRY_SCHEDULE[1:], strict=False))
 
 
 def test_negative_delays_are_refused():

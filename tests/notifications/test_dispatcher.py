@@ -129,7 +129,8 @@ async def test_a_broken_receiver_does_not_hold_every_send_slot(database_url):
     after at most the 8 attempts already claimed (a round ahead), not after
     all 20."""
     async with dispatcher_on(database_url, delivery_concurrency=4, delivery_concurrency_struggling_endpoint=1,
-                             webhook_timeout_seconds=0.5, webhook_retry_schedule_seconds=[60.0]) as (engine, dispatcher):
+                             webhook_timeout_seconds=0.5,
+                             webhook_retry_schedule_seconds=[60.0]) as (engine, dispatcher):
         with Receiver() as receiver:
             add_deliveries(engine, receiver.script("/broken", *[Reply(200, delay=1.0)] * 20), 20,
                            agency="kz-broken-receiver")

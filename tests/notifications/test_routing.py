@@ -7,12 +7,14 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 
+from catalog_service.plan_files import DEFAULT_PLAN_FILES, load_plan_file
 from notifications_service.consumers import make_handler
 from notifications_service.models import DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import RoutingRules, load_rules, recipients_for
+from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
     OFFER_INTEREST_REGISTERED,
@@ -20,8 +22,6 @@ from shared.contracts.requests import (
     REQUEST_SUBMITTED,
     REQUESTS_SOURCE,
 )
-from catalog_service.plan_files import DEFAULT_PLAN_FILES, load_plan_file
-from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.db import make_engine
 from shared.events import new_event
 from shared.group_commit import GroupCommitWriter
@@ -69,7 +69,7 @@ def test_one_notification_per_event_and_recipient(database_url):
         with Session(engine) as session:
             assert handler(session, event) == "processed"
             session.commit()
-        with Session(engine) as session, pytest.raises(Exception):
+        with Session(engine) as session, pytest.raises(IntegrityError):
             handler(session, event)  # the same event again: the unique key refuses a second row
             session.commit()
         with Session(engine) as session:

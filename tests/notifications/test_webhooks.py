@@ -263,7 +263,7 @@ def test_a_receiver_failing_twice_then_succeeding_gets_three_attempts_on_schedul
     assert len({request.body for request in attempts}) == 1
     for request in attempts:
         Webhook(secret).verify(request.body, request.headers)
-    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
+    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:], strict=False)]
     assert gaps[0] >= SCHEDULE[0] * (1 - JITTER) - 0.05 and gaps[1] >= SCHEDULE[1] * (1 - JITTER) - 0.05, gaps
     assert delivery["attempts"] == 3
     assert [(a["outcome"], a["status_code"]) for a in delivery["history"]] == [
@@ -280,7 +280,7 @@ def test_retry_after_on_429_and_503_is_honoured(hooks, receiver, keys, kafka_boo
         register(api, agency, url)
         status_changed(kafka_bootstrap, agency)
         attempts = receiver.wait_for(agency.path, 3, timeout=30)
-    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:])]
+    gaps = [later.at - earlier.at for earlier, later in zip(attempts, attempts[1:], strict=False)]
     assert gaps[0] >= 2.0 - 0.05, f"Retry-After: 2 was not honoured ({gaps})"
     assert gaps[1] >= 1.0 - 0.05, f"Retry-After: 1 was not honoured ({gaps})"
 

@@ -16,7 +16,9 @@ class Keys:
         self.bootstrap = bootstrap
 
     def make(self, role: str, *, country: str | None = None, agency: str | None = None) -> str:
-        _record, key, _registered = asyncio.run(create_key(self.bootstrap, role=role, agency_id=agency, country=country))
+        _record, key, _registered = asyncio.run(
+            create_key(self.bootstrap, role=role, agency_id=agency, country=country)
+        )
         return key
 
 

@@ -26,7 +26,8 @@ TAJIK_AGENCY = Principal(key_id="0" * 16, role="partner", agency_id="tj-border-s
 def published(revision: int, **changes):
     commitment = BORDER.model_copy(update=changes)
     data = CommitmentPublished(revision=revision, updated_at=datetime.now(UTC), commitment=commitment)
-    return new_event(type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE, subject=BORDER.id, data=data.model_dump(mode="json"))
+    return new_event(type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE, subject=BORDER.id,
+                     data=data.model_dump(mode="json"))
 
 
 @pytest.fixture

@@ -42,13 +42,15 @@ def run_caj(*args: str, bootstrap: str) -> subprocess.CompletedProcess:
 
 def test_caj_keys_create_list_revoke(kafka_bootstrap):
     agency = f"tj-cli-{int(time.time())}"
-    created = run_caj("keys", "create", "--role", "partner", "--country", "TJ", "--agency", agency, bootstrap=kafka_bootstrap)
+    created = run_caj("keys", "create", "--role", "partner", "--country", "TJ", "--agency", agency,
+                      bootstrap=kafka_bootstrap)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     assert key.startswith("caj_") and len(key.split("_")[1]) == 16
     assert f"registered agency {agency}" in created.stderr
 
-    again = run_caj("keys", "create", "--role", "partner", "--country", "TJ", "--agency", agency, bootstrap=kafka_bootstrap)
+    again = run_caj("keys", "create", "--role", "partner", "--country", "TJ", "--agency", agency,
+                    bootstrap=kafka_bootstrap)
     assert again.returncode == 0 and "registered agency" not in again.stderr
     wrong_country = run_caj("keys", "create", "--role", "partner", "--country", "KZ", "--agency", agency,
                             bootstrap=kafka_bootstrap)

@@ -9,8 +9,13 @@ import httpx
 import pytest
 
 from caj.keys import revoke_key
-from shared.contracts.requests import OFFER_ACTIVATED, OFFER_INTEREST_REGISTERED, REQUEST_STATUS_CHANGED, REQUEST_SUBMITTED
 from shared.contracts.registry import BY_TYPE
+from shared.contracts.requests import (
+    OFFER_ACTIVATED,
+    OFFER_INTEREST_REGISTERED,
+    REQUEST_STATUS_CHANGED,
+    REQUEST_SUBMITTED,
+)
 from shared.events import from_kafka
 from tests.kafka_helpers import read_topic
 from tests.requests.conftest import auth
@@ -147,7 +152,8 @@ def test_a_request_from_an_eligible_country_activates_the_offer_for_that_country
     first = submit(api, people["tj"], body(BORDER_TJ_AF))
     assert first.status_code == 201, first.text
     created = first.json()
-    assert created["status"] == "submitted" and created["country"] == "TJ" and created["agency_id"] == "tj-border-service"
+    assert created["status"] == "submitted" and created["country"] == "TJ"
+    assert created["agency_id"] == "tj-border-service"
     assert first.headers["location"] == f"/v1/requests/{created['id']}"
 
     board = offer(api, people, BORDER_TJ_AF)
@@ -335,11 +341,13 @@ def test_a_transition_never_the_callers_to_make_is_403_and_one_wrong_for_the_sta
 
 def test_withdraw_and_decline(api, people, kafka_bootstrap):
     withdrawn = submit(api, people["tj"], body(BORDER_TJ_AF, title="To withdraw")).json()
-    response = api.post(f"/v1/requests/{withdrawn['id']}/transitions", json={"to": "withdrawn"}, headers=auth(people["tj"]))
+    response = api.post(f"/v1/requests/{withdrawn['id']}/transitions", json={"to": "withdrawn"},
+                        headers=auth(people["tj"]))
     assert response.json()["status"] == "withdrawn"
     declined = submit(api, people["tj"], body(BORDER_TJ_AF, title="To decline")).json()
     response = api.post(f"/v1/requests/{declined['id']}/transitions",
-                        json={"to": "declined", "note": "Covered by the earlier request"}, headers=auth(people["coordinator"]))
+                        json={"to": "declined", "note": "Covered by the earlier request"},
+                        headers=auth(people["coordinator"]))
     assert response.json()["status"] == "declined"
     events = events_about(kafka_bootstrap, declined["id"], expected=2)
     changed = [e for e in events if e.get_type() == REQUEST_STATUS_CHANGED]
@@ -386,5 +394,6 @@ def test_a_chunked_body_over_the_limit_is_refused_too(api, people):
         for _ in range(80):
             yield b"x" * 1024
 
-    response = api.post("/v1/requests", content=chunks(), headers=auth(people["tj"]) | {"Content-Type": "application/json"})
+    response = api.post("/v1/requests", content=chunks(),
+                        headers=auth(people["tj"]) | {"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["reason"] == "payload_too_large"

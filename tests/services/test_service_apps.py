@@ -1,6 +1,7 @@
 """The three services as real processes on the real broker: health, metrics,
 problem+json errors and structured logs."""
 
+import asyncio
 import json
 import time
 import uuid
@@ -98,7 +99,9 @@ async def test_a_catalog_event_reaches_both_consuming_services(running_services,
         type="org.caj-tracker.test.plumbing.v1", source="/tests/plumbing", subject="probe", data={"probe": True}
     )
     record = to_kafka(event, key="probe")
-    await produce_raw(kafka_bootstrap, CATALOG_COMMITMENTS.name, value=record.value, key=record.key, headers=record.headers)
+    await produce_raw(
+        kafka_bootstrap, CATALOG_COMMITMENTS.name, value=record.value, key=record.key, headers=record.headers
+    )
     for package in ("requests_service", "notifications_service"):
         engine = create_engine(running_services[package].database_url)
         try:
@@ -110,11 +113,12 @@ async def test_a_catalog_event_reaches_both_consuming_services(running_services,
                     ).scalar()
                 if count:
                     break
-                time.sleep(0.3)
+                await asyncio.sleep(0.3)
             assert count == 1, f"{package} did not consume the event"
         finally:
             engine.dispose()
-        metrics = httpx.get(running_services[package].base_url + "/metrics").text
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(running_services[package].base_url + "/metrics")).text
         assert 'caj_kafka_messages_consumed_total{group=' in metrics
         assert 'topic="catalog.commitments"' in metrics
         assert "caj_kafka_consumer_lag{" in metrics

@@ -15,7 +15,13 @@ from shared.kafka import make_producer
 from shared.logging import event_id_var
 from shared.migrations import upgrade
 from tests.kafka_helpers import (
-    create_topic, effects, fetch_together, send_event, started_writer, test_metadata, wait_for,
+    create_topic,
+    effects,
+    fetch_together,
+    send_event,
+    started_writer,
+    test_metadata,
+    wait_for,
 )
 from tests.shared.test_inbox import wait_committed
 

@@ -15,7 +15,13 @@ from shared.kafka import make_producer
 from shared.messaging_models import ProcessedEvent
 from shared.migrations import upgrade
 from tests.kafka_helpers import (
-    create_topic, effects, fetch_together, read_topic, send_event, started_writer, test_metadata,
+    create_topic,
+    effects,
+    fetch_together,
+    read_topic,
+    send_event,
+    started_writer,
+    test_metadata,
 )
 from tests.shared.test_inbox import wait_committed
 

@@ -51,7 +51,8 @@ def test_structured_json_round_trip_for_storage():
     [
         ([("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"1.0")], b"{}", "missing header ce_id"),
         ([("ce_id", b"1"), ("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"0.3")], b"{}", "specversion"),
-        ([("ce_id", b"1"), ("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"1.0")], b"{not json", "not valid JSON"),
+        ([("ce_id", b"1"), ("ce_source", b"/x"), ("ce_type", b"t"), ("ce_specversion", b"1.0")], b"{not json",
+         "not valid JSON"),
         ([], b"{}", "missing header"),
     ],
 )

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from shared.db import make_engine
@@ -57,7 +58,7 @@ async def test_an_operation_that_breaks_a_constraint_fails_alone_and_leaves_noth
             session.execute(insert(effects).values(id=1, event_id="a"))
 
         await writer.run(duplicate_primary_key)
-        with pytest.raises(Exception):
+        with pytest.raises(IntegrityError):
             await writer.run(duplicate_primary_key)
         with Session(engine) as session:
             assert session.execute(select(func.count()).select_from(effects)).scalar() == 1

@@ -8,8 +8,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from shared.topics import ALL_TOPICS, CATALOG_COMMITMENTS, TopicSpec, ensure_topics
 from shared.kafka import make_producer
+from shared.topics import ALL_TOPICS, CATALOG_COMMITMENTS, TopicSpec, ensure_topics
 
 
 async def _describe(bootstrap: str, names: list[str]):
@@ -74,7 +74,7 @@ async def test_a_topic_the_broker_refuses_is_an_error_not_a_silent_success(kafka
 
     bad = TopicSpec(topic_name, partitions=1, config={"cleanup.policy": "no-such-policy"})
     with pytest.raises(TopicCreationError, match=topic_name):
-        await ensure_topics(kafka_bootstrap, [bad], timeout=10)
+        await ensure_topics(kafka_bootstrap, [bad], retry_for=10)
 
 
 async def test_compacted_topics_keep_tombstones_for_thirty_days(kafka_bootstrap):

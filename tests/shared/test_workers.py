@@ -123,19 +123,21 @@ async def test_a_worker_that_returns_has_finished_and_is_not_restarted():
 
 async def test_a_worker_whose_loop_keeps_failing_is_restarted_with_a_capped_delay():
     runs = []
+    thirty_runs = asyncio.Event()
 
     async def always_fails() -> None:
         runs.append(asyncio.get_running_loop().time())
+        if len(runs) >= 30:
+            thirty_runs.set()
         raise ValueError("still broken")
 
     worker = SupervisedWorker("test-flapping", always_fails, backoff=Backoff(first=0.001, cap=0.004, jitter=0))
     worker.start()
     try:
-        while len(runs) < 30:
-            await asyncio.sleep(0.005)
+        await thirty_runs.wait()
     finally:
         await worker.stop()
-    gaps = [later - earlier for earlier, later in zip(runs[10:], runs[11:])]
+    gaps = [later - earlier for earlier, later in zip(runs[10:], runs[11:], strict=False)]
     assert worker.restarts >= 30 and max(gaps) < 0.5
 
 

@@ -64,10 +64,13 @@ def _activity(plan: PlanRead, commitment: CommitmentRead, *, base_url: str, sour
     })
     ET.SubElement(activity, "iati-identifier").text = f"{JAPAN_ORG_REF}-{commitment.id}"
     # The plan's actions are reported on behalf of its signatories: a secondary reporter.
-    reporting = ET.SubElement(activity, "reporting-org", {"ref": JAPAN_ORG_REF, "type": "10", "secondary-reporter": "1"})
+    reporting = ET.SubElement(
+        activity, "reporting-org", {"ref": JAPAN_ORG_REF, "type": "10", "secondary-reporter": "1"}
+    )
     _narrative(reporting, f'{plan.title} (caj-tracker)')
 
-    _narrative(ET.SubElement(activity, "title"), f"{commitment.section}: {commitment.kind.replace('_', ' ')} {commitment.id}")
+    _narrative(ET.SubElement(activity, "title"),
+               f"{commitment.section}: {commitment.kind.replace('_', ' ')} {commitment.id}")
     _narrative(ET.SubElement(activity, "description", {"type": "1"}), commitment.text)
     if commitment.condition.text:
         _narrative(ET.SubElement(activity, "description", {"type": "2"}), f"Condition: {commitment.condition.text}")

@@ -3,7 +3,7 @@ JSON document) beside the columns queries and change detection need."""
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, JSON, String, Text
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, String, Text
 from sqlmodel import Field, SQLModel
 
 from shared.messaging_models import service_registry, utcnow
@@ -42,7 +42,9 @@ class CommitmentRow(CatalogTable, table=True):
     __tablename__ = "commitments"
 
     id: str = Field(primary_key=True, max_length=100)
-    plan_id: str = Field(sa_column=Column(String(64), ForeignKey("plans.id", ondelete="CASCADE"), nullable=False, index=True))
+    plan_id: str = Field(
+        sa_column=Column(String(64), ForeignKey("plans.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
     pillar: int
     section_code: str = Field(max_length=16)
     kind: str = Field(max_length=32)

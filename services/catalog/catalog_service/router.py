@@ -9,8 +9,8 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalog_service.http_caching import cached_response
@@ -106,7 +106,8 @@ async def get_plan(request: Request, snapshot: Catalog, plan_id: PlanId) -> Resp
 
 
 @router.get("/plans/{plan_id}/source", summary="The plan's source text; commitments' offsets point into it",
-            response_class=Response, responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such plan"}},
+            response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
 async def get_plan_source(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     _plan(snapshot, plan_id)
@@ -116,7 +117,8 @@ async def get_plan_source(request: Request, snapshot: Catalog, plan_id: PlanId) 
 
 
 @router.get("/plans/{plan_id}/iati.xml", summary="The plan as IATI 2.03 activities",
-            response_class=Response, responses={200: {"content": {"application/xml": {}}}, 404: {"description": "No such plan"}},
+            response_class=Response,
+            responses={200: {"content": {"application/xml": {}}}, 404: {"description": "No such plan"}},
             dependencies=[only_known_parameters()])
 async def get_plan_iati(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     plan = _plan(snapshot, plan_id)
@@ -134,14 +136,20 @@ class CommitmentQuery(BaseModel):
 
     plan_id: str | None = Field(default=None, max_length=64)
     pillar: int | None = Field(default=None, ge=1, le=5, description="Pillar number, 1-5")
-    section: str | None = Field(default=None, max_length=200, description='Section code such as "2(2)", or its full heading')
+    section: str | None = Field(
+        default=None, max_length=200, description='Section code such as "2(2)", or its full heading'
+    )
     actor: CountryCode | None = Field(default=None, description="A country that commits")
     beneficiary: CountryCode | None = Field(default=None, description="A country that benefits")
-    requestable_by: CountryCode | None = Field(default=None, description="A country whose request counts toward the condition")
+    requestable_by: CountryCode | None = Field(
+        default=None, description="A country whose request counts toward the condition"
+    )
     condition: ConditionType | None = Field(default=None, description="Condition type")
     kind: CommitmentKind | None = None
     sector: str | None = Field(default=None, pattern=r"^\d{5}$", description="OECD DAC CRS purpose code")
-    q: str | None = Field(default=None, min_length=2, max_length=200, description="Words in the text, section or condition")
+    q: str | None = Field(
+        default=None, min_length=2, max_length=200, description="Words in the text, section or condition"
+    )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=1_000_000)
 

@@ -12,7 +12,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
 from shared.contracts.catalog import CommitmentDocument, ConditionType
@@ -92,9 +92,7 @@ class CommitmentFilter:
             return False
         if self.sector is not None and self.sector not in commitment.sectors:
             return False
-        if self.q is not None and self.q.lower() not in view.search_text:
-            return False
-        return True
+        return self.q is None or self.q.lower() in view.search_text
 
 
 @dataclass(frozen=True)
@@ -128,13 +126,16 @@ class CatalogSnapshot:
 
 def load_snapshot(engine: Engine) -> CatalogSnapshot:
     with Session(engine) as session:
-        plan_rows = session.exec(select(PlanRow).order_by(PlanRow.adopted, PlanRow.id)).all()
+        plan_rows = session.exec(select(PlanRow).order_by(col(PlanRow.adopted), col(PlanRow.id))).all()
         commitment_rows = session.exec(select(CommitmentRow)).all()
-        agency_rows = session.exec(select(AgencyRow).order_by(AgencyRow.id)).all()
+        agency_rows = session.exec(select(AgencyRow).order_by(col(AgencyRow.id))).all()
 
     views = []
-    for row in commitment_rows:
-        read = CommitmentRead.model_validate(row.document | {"revision": row.revision, "updated_at": as_utc(row.updated_at)})
+    for commitment_row in commitment_rows:
+        read = CommitmentRead.model_validate(
+            commitment_row.document
+            | {"revision": commitment_row.revision, "updated_at": as_utc(commitment_row.updated_at)}
+        )
         search_text = " ".join([read.text, read.section, read.condition.text or ""]).lower()
         views.append(CommitmentView(read=read, json=read.model_dump_json().encode(), search_text=search_text))
     plan_order = {row.id: position for position, row in enumerate(plan_rows)}
@@ -176,7 +177,8 @@ def load_snapshot(engine: Engine) -> CatalogSnapshot:
         for row in agency_rows
     ]
     fingerprint = hashlib.sha256(
-        "|".join(sorted(f"{row.id}:{row.content_hash}" for row in commitment_rows + plan_rows)).encode()
+        "|".join(sorted([f"{row.id}:{row.content_hash}" for row in commitment_rows]
+                        + [f"{row.id}:{row.content_hash}" for row in plan_rows])).encode()
     ).hexdigest()[:24]
     return CatalogSnapshot(
         plans=plans,

@@ -6,10 +6,11 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
 from catalog_service.plan_files import LoadedPlan
@@ -105,7 +106,7 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
         stage_events(session, changes)
         session.flush()
         wanted_plans = {plan.header.id for plan in plans}
-        session.execute(delete(PlanRow).where(PlanRow.id.not_in(wanted_plans)))  # type: ignore[union-attr]
+        session.execute(delete(PlanRow).where(col(PlanRow.id).not_in(wanted_plans)))
         session.commit()
     log.info(
         "catalog synced: %d created, %d updated, %d removed, %d unchanged",
@@ -116,7 +117,7 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
 
 def _upsert_plan(session: Session, plan: LoadedPlan, now) -> None:
     header = plan.header
-    fields = {
+    fields: dict[str, Any] = {
         "title": header.title,
         "adopted": header.adopted,
         "place": header.place,

@@ -15,17 +15,17 @@ from notifications_service.models import AgencyRow, DeliveryRow, NotificationRow
 from notifications_service.routing import RoutingRules, recipients_for
 from notifications_service.states import DeliveryState
 from shared.consumer import PoisonMessage
-from shared.group_commit import call_after_commit
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
+from shared.db import table_of
+from shared.group_commit import call_after_commit
 from shared.messaging_models import utcnow
 
-
-_ENDPOINTS = WebhookEndpointRow.__table__
+_ENDPOINTS = table_of(WebhookEndpointRow)
 # Statements built once: these run for every event.
 _ENDPOINTS_OF = select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled).where(
     _ENDPOINTS.c.agency_id.in_(bindparam("agency_ids", expanding=True)))
-_INSERT_NOTIFICATION = insert(NotificationRow.__table__)
-_INSERT_DELIVERY = insert(DeliveryRow.__table__)
+_INSERT_NOTIFICATION = insert(table_of(NotificationRow))
+_INSERT_DELIVERY = insert(table_of(DeliveryRow))
 _TICK = timedelta(microseconds=1)  # events of one run get increasing times
 _NEW_DELIVERY = {
     "state": DeliveryState.PENDING, "attempts": 0, "schedule_step": 0, "lease_until": None, "last_status_code": None,
@@ -75,6 +75,8 @@ class NotificationRouter:
                 outcomes.append("ignored")
                 continue
             data = event.get_data() or {}
+            if not isinstance(data, dict):
+                raise PoisonMessage(f"{event.get_type()} carries {type(data).__name__} data, not a JSON object")
             recipients = recipients_for(self.rules, event.get_type(), data, agencies_of_country)
             routed.append((len(outcomes), event, data, recipients))
             outcomes.append("ignored")  # until a notification is made for it
@@ -84,7 +86,9 @@ class NotificationRouter:
             for endpoint in session.connection().execute(_ENDPOINTS_OF, {"agency_ids": list(every_recipient)})
         } if every_recipient else {}
 
-        notifications, deliveries, created = [], [], Counter()
+        notifications: list[dict] = []
+        deliveries: list[dict] = []
+        created: Counter[str] = Counter()
         now = utcnow() - _TICK
         for index, event, data, recipients in routed:
             # Each event a later time than the one before: listings and claims

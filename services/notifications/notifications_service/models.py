@@ -31,7 +31,9 @@ class NotificationRow(NotificationsTable, table=True):
     """One event for one recipient; never two."""
 
     __tablename__ = "notifications"
-    __table_args__ = (UniqueConstraint("event_source", "event_id", "recipient", name="uq_notification_event_recipient"),)
+    __table_args__ = (
+        UniqueConstraint("event_source", "event_id", "recipient", name="uq_notification_event_recipient"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     event_source: str = Field(max_length=300)

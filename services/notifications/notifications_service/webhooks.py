@@ -50,7 +50,9 @@ def check_url_form(url: str) -> tuple[str, int]:
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address: NAT64 (well-known and
 # local-use), IPv4-translated, IPv4-compatible.
-_CARRY_IPV4 = [ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")]
+_CARRY_IPV4 = [
+    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")
+]
 
 
 def refused_address(address: str) -> bool:
@@ -101,7 +103,7 @@ class AddressGuard:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as error:
             raise UnsafeWebhookUrl("webhook_url_unresolvable", f"{host} does not resolve: {error}") from error
-        bad = sorted({info[4][0] for info in infos if refused_address(info[4][0])})
+        bad = sorted({address for address in (str(info[4][0]) for info in infos) if refused_address(address)})
         if bad:
             raise UnsafeWebhookUrl("webhook_url_not_public",
                                    f"{host} resolves to {', '.join(bad)}, which is not a public address.")

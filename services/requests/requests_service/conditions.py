@@ -29,7 +29,8 @@ class Refusal:
 def refuse_request(offer: OfferTerms | None, commitment_id: str, country: str) -> Refusal | None:
     """Why a request from `country` cannot be accepted, or None if it can."""
     if offer is None or offer.removed:
-        return Refusal("unknown_commitment", "Unknown commitment", f"There is no commitment {commitment_id!r} in the catalog.")
+        return Refusal("unknown_commitment", "Unknown commitment",
+                       f"There is no commitment {commitment_id!r} in the catalog.")
     if offer.condition_type not in REQUESTABLE:
         how = {
             "none": "it is a standing commitment with no condition to meet",
@@ -41,7 +42,8 @@ def refuse_request(offer: OfferTerms | None, commitment_id: str, country: str) -
     allowed = offer.eligible_countries if offer.condition_type == "on_request" else offer.required_countries
     if country not in allowed:
         return Refusal("country_not_eligible", "This country may not request this commitment",
-                       f"{commitment_id} is offered to {', '.join(allowed)} only, by the plan's text; not to {country}.")
+                       f"{commitment_id} is offered to {', '.join(allowed)} only, by the plan's text; "
+                       f"not to {country}.")
     return None
 
 
@@ -71,7 +73,9 @@ def accept_request(
     raise ValueError(f"{offer.condition_type} offers are not activated by requests")
 
 
-def activation_by_record(offer: OfferTerms, *, kind: str, recorded_parties: set[str], activated: set[str]) -> tuple[str, ...]:
+def activation_by_record(
+    offer: OfferTerms, *, kind: str, recorded_parties: set[str], activated: set[str]
+) -> tuple[str, ...]:
     """Countries activated now by a recorded agreement or evidence ("*" for all)."""
     if activated:
         return ()

@@ -1,5 +1,5 @@
 from prometheus_client import Counter, Gauge
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from requests_service.models import OfferActivationRow, OfferRow, RequestRow
 
@@ -10,7 +10,9 @@ OFFERS_ACTIVATED = Gauge(
     "caj_offers_activated", "Conditional offers activated (for at least one country), by condition type",
     ["condition_type"],
 )
-STATUSES = ("submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn")
+STATUSES = (
+    "submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn"
+)
 
 
 def refresh(session: Session) -> None:
@@ -20,7 +22,7 @@ def refresh(session: Session) -> None:
         REQUESTS_BY_STATUS.labels(status).set(by_status.get(status, 0))
     activated = session.exec(
         select(OfferRow.condition_type, func.count(func.distinct(OfferActivationRow.commitment_id)))
-        .join(OfferRow, OfferRow.commitment_id == OfferActivationRow.commitment_id)
+        .join(OfferRow, col(OfferRow.commitment_id) == col(OfferActivationRow.commitment_id))
         .group_by(OfferRow.condition_type)
     ).all()
     counts = dict(activated)

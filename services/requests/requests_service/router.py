@@ -73,7 +73,8 @@ def _request_read(row: "RequestRow | SubmittedRequest") -> RequestRead:
         401: {"description": "No valid API key"}, 403: {"description": "Only partner agencies submit requests"},
         409: {"description": "The same Idempotency-Key is being processed"},
         413: {"description": "Body larger than 64 KiB"},
-        422: {"description": "Unknown or not requestable commitment, country not eligible, bad body, reused Idempotency-Key"},
+        422: {"description": "Unknown or not requestable commitment, country not eligible, bad body, "
+                             "reused Idempotency-Key"},
         429: {"description": "Rate limited"},
     },
 )
@@ -186,7 +187,8 @@ def get_request_history(runtime: Runtime, principal: Caller, request_id: Request
     ])
 
 
-@router.post("/requests/{request_id}/transitions", response_model=RequestRead, summary="Move a request in its lifecycle",
+@router.post("/requests/{request_id}/transitions", response_model=RequestRead,
+             summary="Move a request in its lifecycle",
              responses={403: {"description": "The caller may not change this request, or its role never makes "
                                            "this transition"}, 404: {"description": "No such request"},
                         409: {"description": "Transition not allowed; the allowed ones are listed"},
@@ -194,15 +196,18 @@ def get_request_history(runtime: Runtime, principal: Caller, request_id: Request
 async def create_transition(runtime: Runtime, principal: Caller, request_id: RequestId,
                             body: TransitionCreate) -> RequestRead:
     def work(session: Session) -> RequestRow:
-        return transition_request(session, principal=principal, request_id=request_id, to_status=body.to, note=body.note)
+        return transition_request(session, principal=principal, request_id=request_id, to_status=body.to,
+                                  note=body.note)
 
     return _request_read(await runtime.writer.run(work))
 
 
 # -- offers -------------------------------------------------------------------
 def _offer_read(session: Session, offer: OfferRow) -> OfferRead:
-    activations = session.exec(select(OfferActivationRow).where(OfferActivationRow.commitment_id == offer.commitment_id)).all()
-    interests = set(session.exec(select(OfferInterestRow.country).where(OfferInterestRow.commitment_id == offer.commitment_id)).all())
+    activations = session.exec(select(OfferActivationRow)
+                               .where(OfferActivationRow.commitment_id == offer.commitment_id)).all()
+    interests = set(session.exec(select(OfferInterestRow.country)
+                                 .where(OfferInterestRow.commitment_id == offer.commitment_id)).all())
     records = session.exec(select(OfferRecordRow).where(OfferRecordRow.commitment_id == offer.commitment_id)
                            .order_by(col(OfferRecordRow.recorded_at))).all()
     activated = {row.country for row in activations}
@@ -228,7 +233,8 @@ def _offer_read(session: Session, offer: OfferRow) -> OfferRead:
 @router.get("/offers", response_model=OfferList, summary="The offer board: every conditional offer and its state")
 def list_offers(runtime: Runtime, principal: Caller) -> OfferList:
     with read_session(runtime) as session:
-        offers = session.exec(select(OfferRow).where(OfferRow.condition_type != "none", col(OfferRow.removed).is_(False))
+        offers = session.exec(select(OfferRow)
+                              .where(OfferRow.condition_type != "none", col(OfferRow.removed).is_(False))
                               .order_by(col(OfferRow.commitment_id))).all()
         return OfferList(items=[_offer_read(session, offer) for offer in offers])
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -44,6 +45,7 @@ from shared.contracts.requests import (
     RequestStatusChanged,
     RequestSubmitted,
 )
+from shared.db import table_of
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.group_commit import call_after_commit
 from shared.identity import Principal
@@ -57,9 +59,7 @@ def _stage(session: Session, *, event_type: str, key: str, data) -> None:
                                     subject=key, data=data.model_dump(mode="json"))])
 
 
-def terms_of(offer) -> OfferTerms | None:
-    if offer is None:
-        return None
+def terms_of(offer) -> OfferTerms:
     return OfferTerms(
         commitment_id=offer.commitment_id, condition_type=offer.condition_type,
         eligible_countries=tuple(offer.eligible_countries), required_countries=tuple(offer.required_countries),
@@ -69,10 +69,10 @@ def terms_of(offer) -> OfferTerms | None:
 
 # Built once: these run on every submission, and building statements (and
 # ORM objects) costs more than running them on SQLite.
-_OFFERS = OfferRow.__table__
-_SELECT_OFFER = select(_OFFERS).where(_OFFERS.c.commitment_id == bindparam("id"))
+_OFFERS = table_of(OfferRow)
+_SELECT_OFFER = core_select(_OFFERS).where(_OFFERS.c.commitment_id == bindparam("id"))
 _SELECT_OFFER_FOR_UPDATE = _SELECT_OFFER.with_for_update()
-_INSERT_REQUEST = insert(RequestRow.__table__)
+_INSERT_REQUEST = insert(table_of(RequestRow))
 
 
 def _lock_offer(session: Session, commitment_id: str):
@@ -86,7 +86,7 @@ def _lock_offer(session: Session, commitment_id: str):
 
 _ACTIVATED_COUNTRIES = select(OfferActivationRow.country).where(OfferActivationRow.commitment_id == bindparam("id"))
 _INTERESTED_COUNTRIES = select(OfferInterestRow.country).where(OfferInterestRow.commitment_id == bindparam("id"))
-_INSERT_HISTORY = insert(RequestHistoryRow.__table__)
+_INSERT_HISTORY = insert(table_of(RequestHistoryRow))
 
 
 def _activated_countries(session: Session, commitment_id: str) -> set[str]:
@@ -145,7 +145,7 @@ class SubmittedRequest:
 def submit_request(session: Session, *, principal: Principal, new: NewRequest) -> SubmittedRequest:
     offer = _lock_offer(session, new.commitment_id)
     country = principal.country or ""
-    refusal = refuse_request(terms_of(offer), new.commitment_id, country)
+    refusal = refuse_request(terms_of(offer) if offer is not None else None, new.commitment_id, country)
     if refusal is not None:
         extensions = {}
         if refusal.reason == "country_not_eligible" and offer is not None:
@@ -161,7 +161,8 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
         created_by_key=principal.key_id, created_at=now, updated_at=now,
     )
     session.connection().execute(_INSERT_REQUEST, vars(request))  # asdict() deep-copies
-    _record_history(session, request_id=request.id, at=now, principal=principal, from_status=None, to_status="submitted")
+    _record_history(session, request_id=request.id, at=now, principal=principal, from_status=None,
+                    to_status="submitted")
     _stage(session, event_type=REQUEST_SUBMITTED, key=request.id, data=RequestSubmitted(
         request_id=request.id, commitment_id=offer.commitment_id, condition_type=offer.condition_type, country=country,
         agency_id=request.agency_id, title=request.title, submitted_at=now,
@@ -180,7 +181,8 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
     if offer.condition_type == "on_request":
         _remember_active_after_commit(session, offer.commitment_id, activated | set(outcome.activate_countries))
     if outcome.register_interest:
-        session.add(OfferInterestRow(commitment_id=offer.commitment_id, country=country, request_id=request.id, registered_at=now))
+        session.add(OfferInterestRow(commitment_id=offer.commitment_id, country=country, request_id=request.id,
+                                     registered_at=now))
         _stage(session, event_type=OFFER_INTEREST_REGISTERED, key=offer.commitment_id, data=OfferInterestRegistered(
             commitment_id=offer.commitment_id, country=country, request_id=request.id,
             registered_countries=sorted(interested | {country}, key=list(offer.required_countries).index),
@@ -207,7 +209,9 @@ def _activate(session: Session, offer, *, countries: tuple[str, ...], trigger: s
     ))
 
 
-def transition_request(session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None) -> RequestRow:
+def transition_request(
+    session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None
+) -> RequestRow:
     request = session.get(RequestRow, request_id)
     if request is None or not can_see(session, principal, request):
         raise NotFound("request_not_found", "No such request", f"There is no request {request_id!r}.")
@@ -226,7 +230,8 @@ def transition_request(session: Session, *, principal: Principal, request_id: st
                        f"A {request.status} request cannot become {to_status} by a {principal.role}.",
                        current_status=request.status, allowed=list(allowed))
     if transition_needs_note(to_status) and not (note and note.strip()):
-        raise Invalid("note_required", "A reason is required", f"Moving a request to {to_status} needs a note saying why.")
+        raise Invalid("note_required", "A reason is required",
+                      f"Moving a request to {to_status} needs a note saying why.")
     now = utcnow()
     from_status = request.status
     request.status = to_status
@@ -236,8 +241,9 @@ def transition_request(session: Session, *, principal: Principal, request_id: st
                     to_status=to_status, note=note)
     offer = session.get(OfferRow, request.commitment_id)
     _stage(session, event_type=REQUEST_STATUS_CHANGED, key=request.id, data=RequestStatusChanged(
-        request_id=request.id, commitment_id=request.commitment_id, country=request.country, agency_id=request.agency_id,
-        from_status=from_status, to_status=to_status, note=note, changed_by_role=principal.role, changed_at=now,
+        request_id=request.id, commitment_id=request.commitment_id, country=request.country,
+        agency_id=request.agency_id, from_status=from_status, to_status=to_status, note=note,
+        changed_by_role=principal.role, changed_at=now,
         responsible_agencies=list(offer.responsible_agencies) if offer else [],
     ))
     return request
@@ -257,9 +263,11 @@ def record_condition(session: Session, *, principal: Principal, commitment_id: s
         unknown = sorted(set(parties) - set(offer.required_countries))
         if unknown:
             raise Invalid("not_a_party", "Not a party to this condition",
-                          f"{', '.join(unknown)} is not among the countries concerned: {', '.join(offer.required_countries)}.")
+                          f"{', '.join(unknown)} is not among the countries concerned: "
+                          f"{', '.join(offer.required_countries)}.")
     record = OfferRecordRow(id=str(uuid.uuid4()), commitment_id=commitment_id, kind=kind, reference=reference,
-                            parties=sorted(set(parties)), note=note, recorded_by_key=principal.key_id, recorded_at=utcnow())
+                            parties=sorted(set(parties)), note=note, recorded_by_key=principal.key_id,
+                            recorded_at=utcnow())
     session.add(record)
     recorded_parties: set[str] = set(parties)
     for earlier in session.exec(select(OfferRecordRow.parties).where(
@@ -268,7 +276,8 @@ def record_condition(session: Session, *, principal: Principal, commitment_id: s
     countries = activation_by_record(terms_of(offer), kind=kind, recorded_parties=recorded_parties,
                                      activated=_activated_countries(session, commitment_id))
     if countries:
-        _activate(session, offer, countries=countries, trigger="regional_agreement" if kind == "agreement" else "evidence",
+        _activate(session, offer, countries=countries,
+                  trigger="regional_agreement" if kind == "agreement" else "evidence",
                   trigger_id=record.id, requesting_agency_id=None)
     return record
 

@@ -103,8 +103,8 @@ async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claim
         return ended(AttemptOutcome.FAILED, error=f"{type(error).__name__}: {error}"[:500])
     except Exception as error:  # a bad URL, a broken answer: a failure like any other, never a lost attempt
         return ended(AttemptOutcome.FAILED, error=f"{type(error).__name__}: {error}"[:500])
-    outcome, error, retry_after = judge_answer(status, retry_after_header, now=clock())
-    return ended(outcome, status, error, retry_after)
+    outcome, reason, retry_after = judge_answer(status, retry_after_header, now=clock())
+    return ended(outcome, status, reason, retry_after)
 
 
 async def _drain(response: aiohttp.ClientResponse, limit: int = 65536) -> None:

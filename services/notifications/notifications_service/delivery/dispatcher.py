@@ -90,7 +90,7 @@ class Dispatcher:
             for task in late:  # not recorded: their leases run out and they are sent again
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self._recorder.finish(timeout=5)
+        await self._recorder.finish(grace=5)
         if self._client is not None:
             await self._client.close()
 
@@ -179,6 +179,7 @@ class Dispatcher:
                     self._waiting.pop(claimed.delivery_id, None)
                     if self._stopping:
                         return  # not sent; stop() releases its lease
+                    assert self._client is not None  # made by start(), before any claim
                     outcome = await send_attempt(self._client, self.guard, claimed, clock=self.clock)
             finally:
                 self._unsent_by_agency[claimed.agency_id] -= 1
@@ -217,9 +218,10 @@ class _BatchRecorder:
             self._task = asyncio.create_task(self._record_pending(), name="record-outcomes")
         await future
 
-    async def finish(self, *, timeout: float) -> None:
+    async def finish(self, *, grace: float) -> None:
+        """Give the outcomes still being recorded `grace` seconds, then cancel."""
         if self._task is not None and not self._task.done():
-            _done, pending = await asyncio.wait([self._task], timeout=timeout)
+            _done, pending = await asyncio.wait([self._task], timeout=grace)
             if pending:
                 await cancel_and_wait(self._task)
 

@@ -43,7 +43,10 @@ class NextState:
     dead_at: datetime | None = None
 
 
-def retry_delay(schedule, failures: int, *, jitter: float, rng: random.Random = random) -> float | None:
+_RANDOM = random.Random()
+
+
+def retry_delay(schedule, failures: int, *, jitter: float, rng: random.Random = _RANDOM) -> float | None:
     """Seconds until the next attempt after `failures` failures in a row, or
     None when the schedule is exhausted."""
     if failures > len(schedule):

@@ -10,7 +10,7 @@ own connection.
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, or_, select, update
@@ -30,6 +30,7 @@ from shared.contracts.notifications import (
     DeliveryAttempted,
     DeliveryDead,
 )
+from shared.db import table_of
 from shared.group_commit import call_after_commit
 from shared.messaging_models import as_utc
 from shared.outbox import NewEvent, stage_events
@@ -37,10 +38,10 @@ from shared.topics import NOTIFICATIONS_DEAD_LETTER, NOTIFICATIONS_DELIVERIES
 
 log = logging.getLogger(__name__)
 
-_DELIVERIES = DeliveryRow.__table__
-_NOTIFICATIONS = NotificationRow.__table__
-_ENDPOINTS = WebhookEndpointRow.__table__
-_INSERT_ATTEMPT = insert(DeliveryAttemptRow.__table__)
+_DELIVERIES = table_of(DeliveryRow)
+_NOTIFICATIONS = table_of(NotificationRow)
+_ENDPOINTS = table_of(WebhookEndpointRow)
+_INSERT_ATTEMPT = insert(table_of(DeliveryAttemptRow))
 _CURRENT = select(_DELIVERIES.c.id, _DELIVERIES.c.attempts).where(
     _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _DELIVERIES.c.state == DeliveryState.PENDING)
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
@@ -81,7 +82,7 @@ _NEXT_DUE = (
 
 
 # -- claiming -----------------------------------------------------------------------------
-def claim_statement(now: datetime, lease: datetime, limit: int, *, excluding: list[str] = (),
+def claim_statement(now: datetime, lease: datetime, limit: int, *, excluding: Sequence[str] = (),
                     agency: str | None = None):
     """Lease up to `limit` due deliveries: of one agency, or of any but the
     `excluding` ones. On PostgreSQL replicas skip each other's rows."""
