@@ -163,22 +163,24 @@ def test_a_request_from_an_eligible_country_activates_the_offer_for_that_country
     second = submit(api, people["tj"], body(BORDER_TJ_AF, title="A second, separate request"))
     assert second.status_code == 201 and second.json()["id"] != created["id"]
 
-    # The topic is shared by every test of the session: look at this test's requests only.
-    ours = {created["id"], second.json()["id"]}
-    events_about(kafka_bootstrap, second.json()["id"], expected=1)  # the relay is past the second request
-    time.sleep(1.0)  # and room for a wrong second activation to show
-    events = events_about(kafka_bootstrap, BORDER_TJ_AF, expected=1, ours=ours)
-    activations = [e for e in events if e.get_type() == OFFER_ACTIVATED]
-    assert len(activations) == 1, "a second request is not a second activation"
-    data = activations[0].get_data()
-    assert data["countries"] == ["TJ"] and data["trigger"] == "request" and data["trigger_id"] == created["id"]
-    assert data["requesting_agency_id"] == "tj-border-service" and "jica" in data["responsible_agencies"]
-    submitted = events_about(kafka_bootstrap, created["id"], expected=1)
-    assert [e.get_type() for e in submitted] == [REQUEST_SUBMITTED]
-
     af = submit(api, people["af"], body(BORDER_TJ_AF))
     assert af.status_code == 201
     assert offer(api, people, BORDER_TJ_AF)["countries"] == {"TJ": "activated", "AF": "activated"}
+
+    # The topic is shared by every test of the session: look at this test's requests only.
+    ours = {created["id"], second.json()["id"], af.json()["id"]}
+    # Activations are keyed by the offer, so they share one partition, in the order they were staged: a wrong
+    # activation by the second request would come between TJ's and AF's, and be one of the first two read.
+    events = events_about(kafka_bootstrap, BORDER_TJ_AF, expected=2, ours=ours)
+    activations = [e.get_data() for e in events if e.get_type() == OFFER_ACTIVATED]
+    assert [a["trigger_id"] for a in activations] == [created["id"], af.json()["id"]], (
+        "a second request is not a second activation")
+    data = activations[0]
+    assert data["countries"] == ["TJ"] and data["trigger"] == "request"
+    assert data["requesting_agency_id"] == "tj-border-service" and "jica" in data["responsible_agencies"]
+    assert activations[1]["countries"] == ["AF"]
+    submitted = events_about(kafka_bootstrap, created["id"], expected=1)
+    assert [e.get_type() for e in submitted] == [REQUEST_SUBMITTED]
 
 
 # -- joint_interest -----------------------------------------------------------------------
