@@ -76,15 +76,30 @@ async def test_rolled_back_event_is_never_published_and_committed_one_is(kafka_b
         engine.dispose()
 
 
+class RelayThatSaysWhenIdle(OutboxRelay):
+    """Sets `idle` once a round found nothing to publish: the relay then
+    waits for a wake-up (or its poll interval)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.idle = asyncio.Event()
+
+    async def publish_pending(self) -> int:
+        published = await super().publish_pending()
+        if published == 0:
+            self.idle.set()
+        return published
+
+
 async def test_commit_wakes_the_relay_without_waiting_for_the_poll(kafka_bootstrap, topic_name, database_url):
     upgrade("catalog_service", database_url)
     engine = make_engine(database_url)
     await create_topic(kafka_bootstrap, topic_name)
     producer = await _started_producer(kafka_bootstrap)
-    relay = OutboxRelay(engine=engine, producer=producer, poll_interval=60.0)
+    relay = RelayThatSaysWhenIdle(engine=engine, producer=producer, poll_interval=60.0)
     relay.start()
     try:
-        await asyncio.sleep(0.5)  # the relay is now idle, waiting for a wake-up
+        await asyncio.wait_for(relay.idle.wait(), timeout=30)  # its first round is over: only a wake-up moves it now
         with transaction(engine) as session:
             _stage(session, topic=topic_name, key="k", label="prompt")
 
