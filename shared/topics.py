@@ -46,6 +46,13 @@ REQUESTS_EVENTS = TopicSpec(
     config={"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
     description="Request lifecycle and offer activation events; key = request id or commitment id.",
 )
+CATALOG_PROGRESS = TopicSpec(
+    "catalog.progress",
+    partitions=3,
+    # Reports are the history itself: kept as long as the broker keeps anything.
+    config={"cleanup.policy": "delete", "retention.ms": "-1"},
+    description="Progress reports and staleness of commitments, key = commitment id.",
+)
 NOTIFICATIONS_DELIVERIES = TopicSpec(
     "notifications.deliveries",
     partitions=3,

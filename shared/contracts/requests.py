@@ -12,6 +12,7 @@ REQUEST_SUBMITTED = "org.caj-tracker.requests.request.submitted.v1"
 REQUEST_STATUS_CHANGED = "org.caj-tracker.requests.request.status-changed.v1"
 OFFER_INTEREST_REGISTERED = "org.caj-tracker.requests.offer.interest-registered.v1"
 OFFER_ACTIVATED = "org.caj-tracker.requests.offer.activated.v1"
+REQUEST_STALE = "org.caj-tracker.requests.request.stale.v1"
 
 RequestStatus = Literal[
     "submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn"
@@ -72,3 +73,19 @@ class OfferActivated(_Contract):
     requesting_agency_id: str | None = None
     responsible_agencies: list[str]
     activated_at: datetime
+
+
+class RequestStale(_Contract):
+    """A request has not changed status for the staleness period while
+    submitted, under review or waiting for information (key: request id);
+    one event per period, `period` counting from 1."""
+
+    request_id: str
+    commitment_id: str
+    country: CountryCode
+    agency_id: str
+    status: RequestStatus
+    status_since: datetime
+    stale_since: datetime
+    period: int = Field(ge=1)
+    responsible_agencies: list[str]
