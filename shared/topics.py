@@ -91,6 +91,7 @@ NOTIFICATIONS_DLQ = consumer_dead_letter_topic("notifications")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG_COMMITMENTS,
+    CATALOG_PROGRESS,
     IDENTITY_KEYS,
     REQUESTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
