@@ -3,7 +3,7 @@ JSON document) beside the columns queries and change detection need."""
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 from shared.messaging_models import service_registry, utcnow
@@ -54,3 +54,30 @@ class CommitmentRow(CatalogTable, table=True):
     content_hash: str = Field(max_length=64)
     revision: int = Field(default=1)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # The current progress the latest published record carries (CurrentProgress
+    # as JSON); None until a record with progress has been published.
+    progress: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class ProgressReportRow(CatalogTable, table=True):
+    """One progress report. Append-only: never updated or deleted; a
+    correction is a new row that supersedes an earlier one. No foreign key to
+    the commitment: the history outlives a commitment removed from the plans."""
+
+    __tablename__ = "progress_reports"
+
+    # Insertion order, the last tie-break between reports.
+    seq: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    id: str = Field(max_length=36, unique=True, index=True)
+    commitment_id: str = Field(max_length=100, index=True)
+    status: str = Field(max_length=16)
+    as_of: date
+    summary: str = Field(sa_column=Column(Text, nullable=False))
+    evidence: list = Field(sa_column=Column(JSON, nullable=False))
+    figures: dict = Field(sa_column=Column(JSON, nullable=False))
+    # Unique: a report is corrected at most once, so corrections form a chain.
+    supersedes: str | None = Field(default=None, max_length=36, unique=True, index=True)
+    reporter_key_id: str = Field(max_length=16)
+    reporter_role: str = Field(max_length=16)
+    reporter_agency_id: str | None = Field(default=None, max_length=64)
+    reported_at: datetime = Field(sa_type=DateTime(timezone=True))
