@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from requests_service import metrics
@@ -29,8 +30,8 @@ from shared.contracts.requests import REQUEST_STALE, REQUEST_STATUS_CHANGED, Req
 from shared.db import make_engine
 from shared.events import from_kafka
 from shared.identity import Principal
-from shared.messaging_models import OutboxMessage
-from shared.migrations import upgrade
+from shared.messaging_models import OutboxMessage, as_utc
+from shared.migrations import downgrade, upgrade
 from tests.kafka_helpers import read_topic, started_writer
 from tests.requests.conftest import auth
 from tests.requests.test_offers_read_model import BORDER, TAJIK_AGENCY, published
@@ -244,6 +245,29 @@ async def test_a_status_change_between_reading_and_claiming_is_not_announced(eng
         announced = await check_stale_requests(writer=writer, read_engine=engine, now=now + N, stale_after=N)
         assert [(e.status, e.period) for e in announced] == [("under_review", 1)]
         assert len(staged_stale_events(engine)) == 1
+
+
+def test_existing_requests_count_from_their_last_status_change(database_url):
+    """Before migration 0004 only a status change set updated_at: requests
+    already there get it as status_since, and nothing announced yet."""
+    upgrade("requests_service", database_url, "0003")
+    engine = make_engine(database_url)
+    changed = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO requests (id, commitment_id, country, agency_id, title, description, status,"
+                " created_by_key, created_at, updated_at) VALUES ('r-1', :commitment, 'TJ', 'tj-border-service',"
+                " 'Border posts', 'x', 'under_review', 'k', :created, :changed)"),
+                {"commitment": BORDER.id, "created": changed - timedelta(days=3), "changed": changed})
+        upgrade("requests_service", database_url)
+        with Session(engine) as session:
+            row = session.get(RequestRow, "r-1")
+            assert row is not None and as_utc(row.status_since) == changed and row.stale_period == 0
+        downgrade("requests_service", database_url, "0003")
+        upgrade("requests_service", database_url)
+    finally:
+        engine.dispose()
 
 
 # -- the running service: its own periodic check, the broker, /metrics, /readyz ----------------
