@@ -1,11 +1,15 @@
 """What the catalog publishes on `catalog.commitments` and serves over HTTP."""
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 CountryCode = Literal["JP", "KZ", "KG", "TJ", "UZ", "AF"]
+DIALOGUE_COUNTRIES: frozenset[str] = frozenset(get_args(CountryCode))
+# Any ISO 3166-1 alpha-2 code: the parties a regional agreement needs are the
+# countries its text concerns, which may be states outside the Dialogue.
+IsoCountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code")]
 ConditionType = Literal["none", "on_request", "joint_interest", "regional_agreement", "evidence"]
 CommitmentKind = Literal["offer", "pledge", "intention", "study", "joint_action", "achievement", "position"]
 
@@ -46,8 +50,9 @@ class SourceSpan(_Contract):
 class Condition(_Contract):
     type: ConditionType
     eligible_countries: list[CountryCode] = Field(description="Who may ask (on_request)")
-    required_countries: list[CountryCode] = Field(
-        description="Who must all show interest (joint_interest) or agree (regional_agreement)"
+    required_countries: list[IsoCountryCode] = Field(
+        description="Who must all show interest (joint_interest) or agree (regional_agreement); the parties to "
+        "an agreement may be states outside the Dialogue"
     )
     text: str | None = Field(description="The condition's own words in the plan")
     note: str | None = None
@@ -168,9 +173,14 @@ class CommitmentStale(_Contract):
     responsible_agencies: list[str]
 
 
+def is_dialogue_country(code: str) -> TypeGuard[CountryCode]:
+    return code in DIALOGUE_COUNTRIES
+
+
 def requestable_by(condition: Condition) -> list[CountryCode]:
     if condition.type == "on_request":
         return list(condition.eligible_countries)
     if condition.type == "joint_interest":
-        return list(condition.required_countries)
+        # Interest is shown by request, and only the Dialogue's countries make requests.
+        return [code for code in condition.required_countries if is_dialogue_country(code)]
     return []

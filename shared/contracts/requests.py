@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.catalog import ConditionType, CountryCode, _Contract
+from shared.contracts.catalog import ConditionType, CountryCode, IsoCountryCode, _Contract
 
 REQUESTS_SOURCE = "/caj-tracker/requests"
 REQUEST_SUBMITTED = "org.caj-tracker.requests.request.submitted.v1"
@@ -63,11 +63,12 @@ class OfferActivated(_Contract):
     """A conditional offer's condition is met (key: commitment id).
 
     For `on_request` offers it activates for one country (`countries` has one
-    code); for the other conditions it activates once, for all concerned."""
+    code); for the other conditions it activates once, for all concerned: for
+    a regional agreement, its parties, which may be states outside the Dialogue."""
 
     commitment_id: str
     condition_type: ConditionType
-    countries: list[CountryCode]
+    countries: list[IsoCountryCode]
     trigger: ActivationTrigger
     trigger_id: str = Field(description="The request, agreement or evidence record that met the condition")
     requesting_agency_id: str | None = None
