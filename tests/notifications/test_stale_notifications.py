@@ -78,7 +78,7 @@ def test_a_stale_commitment_reaches_the_responsible_agency_and_the_coordinators(
     """The event as the catalog publishes it on catalog.progress (its checker
     is the catalog's), through the notifications service's real consumer."""
     coordinator = keys.make("coordinator")
-    responsible = BORDER.responsible_agencies[1]
+    responsible = BORDER.responsible_agencies[-1]
     responsible_key = keys.make("partner", country=responsible.country, agency=responsible.id)
     stale_since = datetime(2027, 9, 1, tzinfo=UTC)
     data = CommitmentStale(commitment_id=BORDER.id, plan_id=BORDER.plan_id, pillar=BORDER.pillar.number,
