@@ -119,12 +119,13 @@ def test_joint_interest_offer_requires_all_four_central_asian_countries(catalog)
 
 def test_pagination_walks_every_commitment_once(catalog):
     first = catalog.get("/v1/commitments", params={"limit": 50}).json()
-    assert first["total"] == 109 and len(first["items"]) == 50 and first["offset"] == 0
+    # The 2006 plan's 111 entries and the synthetic plan's 3.
+    assert first["total"] == 114 and len(first["items"]) == 50 and first["offset"] == 0
     second = catalog.get(first["next"]).json()
     third = catalog.get(second["next"]).json()
-    assert third["next"] is None and len(third["items"]) == 9
+    assert third["next"] is None and len(third["items"]) == 14
     all_ids = [item["id"] for page in (first, second, third) for item in page["items"]]
-    assert len(set(all_ids)) == 109
+    assert len(set(all_ids)) == 114
 
 
 def test_etag_and_if_none_match(catalog):
