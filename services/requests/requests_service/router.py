@@ -276,7 +276,9 @@ async def _record(runtime: ServiceRuntime, principal: Principal, commitment_id: 
 @router.post("/offers/{commitment_id}/agreements", status_code=201, response_model=ConditionRecordRead,
              summary="Record a regional agreement (coordinators)",
              responses={403: {"description": "Coordinators only"}, 404: {"description": "No such offer"},
-                        409: {"description": "The offer's condition is not a regional agreement"}})
+                        409: {"description": "The offer's condition is not a regional agreement"},
+                        422: {"description": "A party is not among the countries the condition concerns "
+                                             "(not_a_party), or not an ISO 3166-1 alpha-2 code"}})
 async def create_agreement(runtime: Runtime, principal: Caller, commitment_id: CommitmentId,
                            body: AgreementCreate) -> ConditionRecordRead:
     return await _record(runtime, principal, commitment_id, "agreement", body.reference, list(body.parties), body.note)
