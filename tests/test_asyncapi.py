@@ -111,9 +111,9 @@ def test_handlers_that_do_not_match_the_registry_are_refused_before_anything_sta
 def test_the_registrys_groups_and_identity_readers_drive_the_runtime():
     groups, identity = registered_consumers("notifications", {"notifications.router": handle_nothing})
     assert [(spec.group_id, [topic.name for topic in spec.topics]) for spec in groups] == [
-        ("notifications.router", ["requests.events", "catalog.commitments"])]
+        ("notifications.router", ["requests.events", "catalog.commitments", "catalog.progress"])]
     assert identity
-    assert registered_consumers("catalog", {}) == ((), False)
+    assert registered_consumers("catalog", {}) == ((), True)
 
 
 SERVICES = {
