@@ -14,7 +14,16 @@ from datetime import date, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import func
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
@@ -46,16 +55,29 @@ MAX_FIGURES = 20
 
 
 # -- the body of a report ------------------------------------------------------
+def _printable(text: str) -> str:
+    """Line breaks and tabs are text; other control characters are not (and
+    PostgreSQL cannot store NUL at all)."""
+    if any((ord(char) < 32 and char not in "\n\r\t") or char == "\x7f" for char in text):
+        raise ValueError("control characters are not accepted")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+# Report ids are UUIDs; the pattern keeps anything else away from queries.
+REPORT_ID_PATTERN = r"^[A-Za-z0-9-]{1,36}$"
+
+
 class EvidenceCreate(BaseModel):
     """A document that shows the progress: a web address, or a reference to
     one that is not online (exactly one of the two)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    title: str = Field(min_length=1, max_length=300)
+    title: Text = Field(min_length=1, max_length=300)
     url: str | None = Field(default=None, max_length=2000, description="http or https only")
-    reference: str | None = Field(default=None, min_length=1, max_length=500,
-                                  description="e.g. a document number, when there is no URL")
+    reference: Text | None = Field(default=None, min_length=1, max_length=500,
+                                   description="e.g. a document number, when there is no URL")
 
     @field_validator("url")
     @classmethod
@@ -82,7 +104,7 @@ class EvidenceCreate(BaseModel):
 
 FigureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 FigureValue = StrictInt | Annotated[float, Field(strict=True, allow_inf_nan=False)] | Annotated[
-    str, StringConstraints(min_length=1, max_length=200)]
+    Text, StringConstraints(min_length=1, max_length=200)]
 
 
 class ProgressCreate(BaseModel):
@@ -90,11 +112,11 @@ class ProgressCreate(BaseModel):
 
     status: ProgressStatus = Field(description="IATI ActivityStatus by name")
     as_of: date = Field(description="The day the status holds from; not in the future")
-    summary: str = Field(min_length=1, max_length=MAX_SUMMARY, description="What has been done")
+    summary: Text = Field(min_length=1, max_length=MAX_SUMMARY, description="What has been done")
     evidence: list[EvidenceCreate] = Field(default_factory=list, max_length=MAX_EVIDENCE)
     figures: dict[FigureName, FigureValue] = Field(
         default_factory=dict, max_length=MAX_FIGURES, description='Numbers that show it, e.g. {"trainees": 950}')
-    supersedes: str | None = Field(default=None, min_length=1, max_length=36,
+    supersedes: str | None = Field(default=None, pattern=REPORT_ID_PATTERN,
                                    description="The id of an earlier report of this commitment that this corrects")
 
 

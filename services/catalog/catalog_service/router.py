@@ -21,6 +21,7 @@ from catalog_service.http_caching import cached_response
 from catalog_service.iati import plan_to_iati_xml
 from catalog_service.live import LiveCatalog
 from catalog_service.reporting import (
+    REPORT_ID_PATTERN,
     ProgressCreate,
     ProgressPage,
     ProgressReportRead,
@@ -40,8 +41,10 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 MAX_PAGE = 100
 PlanId = Annotated[str, Path(max_length=64, description="A plan id, e.g. caj-2006")]
-CommitmentId = Annotated[str, Path(max_length=100)]
-ReportId = Annotated[str, Path(max_length=36)]
+# Commitment ids are lower-case words, digits and hyphens; the pattern keeps
+# anything else (e.g. NUL, which PostgreSQL refuses) away from queries.
+CommitmentId = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9-]+$")]
+ReportId = Annotated[str, Path(pattern=REPORT_ID_PATTERN)]
 
 
 class CommitmentPage(BaseModel):
