@@ -17,6 +17,7 @@ from catalog_service.snapshot import CommitmentFilter, load_snapshot, refresh_sn
 from catalog_service.sync import sync_plans
 from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.db import make_engine
+from shared.errors import Invalid
 from shared.events import from_json
 from shared.identity import Principal
 from shared.messaging_models import OutboxMessage
@@ -153,3 +154,15 @@ class _Params(dict):
 
     def multi_items(self):
         return list(self.items())
+
+
+def test_as_of_may_be_today_anywhere_but_not_later(engine):
+    """At 20:00 UTC it is already tomorrow in Tokyo (UTC+9): a report as of
+    that day is not from the future; the day after is."""
+    evening = datetime(2031, 3, 1, 20, 0, tzinfo=UTC)
+    report(engine, "synthetic-2030-1-0-01", "implementation", as_of=date(2031, 3, 2), now=evening)
+    with pytest.raises(Invalid) as refused:
+        report(engine, "synthetic-2030-1-0-01", "implementation", as_of=date(2031, 3, 3), now=evening)
+    assert refused.value.reason == "as_of_in_future"
+    with Session(engine) as session:
+        assert len(session.exec(select(ProgressReportRow)).all()) == 1

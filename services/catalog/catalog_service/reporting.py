@@ -10,7 +10,7 @@ outbox of that same transaction.
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -180,6 +180,12 @@ def may_report(principal: Principal, commitment: CommitmentDocument) -> None:
 
 
 # -- the write ------------------------------------------------------------------------
+def latest_today(now: datetime) -> date:
+    """The latest date it is anywhere at `now` (UTC+14): a report made on the
+    morning of its own day in Tokyo or Tashkent is not from the future."""
+    return (now.astimezone(UTC) + timedelta(hours=14)).date()
+
+
 @dataclass(frozen=True)
 class RecordedReport:
     report: ProgressReportRead
@@ -207,9 +213,9 @@ def record_report(session: Session, *, principal: Principal, commitment_id: str,
     plan = session.get(PlanRow, row.plan_id)
     assert plan is not None  # a commitment's plan is deleted with it
     adopted = plan.adopted
-    if body.as_of > now.date():
+    if body.as_of > latest_today(now):
         raise Invalid("as_of_in_future", "Progress cannot be reported ahead of time",
-                      f"as_of {body.as_of} is after today ({now.date()}).")
+                      f"as_of {body.as_of} is after today ({latest_today(now)} at the latest, anywhere).")
     if body.as_of < adopted:
         raise Invalid("as_of_before_plan", "Progress before the plan",
                       f"as_of {body.as_of} is before the plan was adopted ({adopted}).")

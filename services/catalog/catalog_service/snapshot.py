@@ -172,6 +172,11 @@ class CatalogSnapshot:
 
 
 _REPORTS = table_of(ProgressReportRow)
+_COMMITMENTS = table_of(CommitmentRow)
+_PLANS = table_of(PlanRow)
+# What a refresh compares: a small query, run every few seconds.
+_REVISIONS = core_select(_COMMITMENTS.c.id, _COMMITMENTS.c.revision, _COMMITMENTS.c.content_hash)
+_PLAN_HASHES = core_select(_PLANS.c.id, _PLANS.c.content_hash)
 # What views need of reports: not the summaries.
 _REPORT_FACTS = core_select(
     _REPORTS.c.seq, _REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status, _REPORTS.c.as_of,
@@ -179,7 +184,8 @@ _REPORT_FACTS = core_select(
 )
 
 
-def _reports_by_commitment(session: Session, commitment_ids: Iterable[str] | None = None) -> dict[str, list]:
+def reports_by_commitment(session: Session, commitment_ids: Iterable[str] | None = None) -> dict[str, list]:
+    """The facts of the reports (not their summaries), by commitment id."""
     statement = _REPORT_FACTS
     if commitment_ids is not None:
         statement = statement.where(_REPORTS.c.commitment_id.in_(list(commitment_ids)))
@@ -220,7 +226,7 @@ def load_snapshot(engine: Engine, *, stale_after: timedelta = DEFAULT_STALE_AFTE
         plan_rows = session.exec(select(PlanRow).order_by(col(PlanRow.adopted), col(PlanRow.id))).all()
         commitment_rows = session.exec(select(CommitmentRow)).all()
         agency_rows = session.exec(select(AgencyRow).order_by(col(AgencyRow.id))).all()
-        reports = _reports_by_commitment(session)
+        reports = reports_by_commitment(session)
 
     adopted = {row.id: row.adopted for row in plan_rows}
     views = [build_view(row, reports.get(row.id, []), adopted[row.plan_id], stale_after) for row in commitment_rows]
@@ -283,11 +289,8 @@ def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapsh
     changed; the commitments whose revision moved rebuilt when only that
     happened (progress reports); else loaded anew (a sync changed the plans)."""
     with Session(engine) as session:
-        revisions = {row.id: (row.revision, row.content_hash) for row in session.execute(
-            core_select(table_of(CommitmentRow).c.id, table_of(CommitmentRow).c.revision,
-                        table_of(CommitmentRow).c.content_hash))}
-        plan_hashes = {row.id: row.content_hash for row in session.execute(
-            core_select(table_of(PlanRow).c.id, table_of(PlanRow).c.content_hash))}
+        revisions = {row.id: (row.revision, row.content_hash) for row in session.execute(_REVISIONS)}
+        plan_hashes = {row.id: row.content_hash for row in session.execute(_PLAN_HASHES)}
         if plan_hashes != snapshot.plan_hashes or set(revisions) != set(snapshot.revisions):
             return load_snapshot(engine, stale_after=snapshot.stale_after)
         moved = [commitment_id for commitment_id, (revision, _) in revisions.items()
@@ -298,7 +301,7 @@ def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapsh
                for commitment_id in moved):
             return load_snapshot(engine, stale_after=snapshot.stale_after)  # the text changed, not only progress
         rows = session.exec(select(CommitmentRow).where(col(CommitmentRow.id).in_(moved))).all()
-        reports = _reports_by_commitment(session, moved)
+        reports = reports_by_commitment(session, moved)
     renewed = {
         row.id: build_view(row, reports.get(row.id, []), snapshot.plans[row.plan_id].adopted, snapshot.stale_after)
         for row in rows

@@ -18,9 +18,10 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from catalog_service.models import AgencyRow, CommitmentRow, PlanRow, ProgressReportRow
+from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
 from catalog_service.plan_files import LoadedPlan
 from catalog_service.progress import current_progress, plan_text_progress
+from catalog_service.snapshot import reports_by_commitment
 from shared.contracts.catalog import (
     CATALOG_SOURCE,
     COMMITMENT_PUBLISHED,
@@ -68,7 +69,7 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan], clock: Callable[[], date
             stored_rows = stored_rows.with_for_update()
         _sync_agencies(session, plans)
         stored = {row.id: row for row in session.exec(stored_rows).all()}
-        reports = _reports_by_commitment(session)
+        reports = reports_by_commitment(session)
         adopted = {plan.header.id: plan.header.adopted for plan in plans}
         wanted: dict[str, CommitmentDocument] = {}
         for plan in plans:
@@ -134,12 +135,6 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan], clock: Callable[[], date
     )
     return report
 
-
-def _reports_by_commitment(session: Session) -> dict[str, list[ProgressReportRow]]:
-    grouped: dict[str, list[ProgressReportRow]] = {}
-    for report in session.exec(select(ProgressReportRow)).all():
-        grouped.setdefault(report.commitment_id, []).append(report)
-    return grouped
 
 
 def _upsert_plan(session: Session, plan: LoadedPlan, now) -> None:
