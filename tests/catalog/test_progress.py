@@ -352,6 +352,8 @@ def test_stale_filter_on_the_live_clock(catalog, keys, unreported):
     everything = catalog.get("/v1/commitments", params={"limit": 1}).json()["total"]
     assert stale["total"] + fresh["total"] == everything
     assert all(item["progress"]["status"] == "implementation" for item in stale["items"])
+    encoded = catalog.get("/v1/commitments?st%61le=true&limit=100")
+    assert encoded.status_code == 200 and encoded.json()["items"] == stale["items"]
 
 
 # -- events ----------------------------------------------------------------------------------------------

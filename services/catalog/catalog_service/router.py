@@ -226,7 +226,11 @@ async def list_commitments(request: Request, snapshot: Catalog) -> Response:
         cache_key = b"%s#%d" % (query_string, snapshot.stale_count(now))
     page = snapshot.cached_page(cache_key)
     if page is None:  # only valid queries are remembered, so a hit needs no validation
-        page = render_commitment_page(snapshot, parse_commitment_query(request), request.query_params, now=now)
+        query = parse_commitment_query(request)
+        if query.stale is not None and now is None:  # the name was percent-encoded
+            now = request.app.state.clock()
+            cache_key = b"%s#%d" % (query_string, snapshot.stale_count(now))
+        page = render_commitment_page(snapshot, query, request.query_params, now=now)
         snapshot.remember_page(cache_key, page)
     body, etag = page
     return cached_response(request, body=body, etag=etag, media_type="application/json")
