@@ -88,6 +88,7 @@ def consumer_dead_letter_topic(service: str) -> TopicSpec:
 
 REQUESTS_DLQ = consumer_dead_letter_topic("requests")
 NOTIFICATIONS_DLQ = consumer_dead_letter_topic("notifications")
+CATALOG_DLQ = consumer_dead_letter_topic("catalog")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG_COMMITMENTS,
@@ -98,6 +99,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     NOTIFICATIONS_DEAD_LETTER,
     REQUESTS_DLQ,
     NOTIFICATIONS_DLQ,
+    CATALOG_DLQ,
 )
 
 

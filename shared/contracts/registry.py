@@ -95,6 +95,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("requests", "requests.offers", (CATALOG_COMMITMENTS,), "Keeps the offers read model."),
     ConsumerSpec("notifications", "notifications.router", (REQUESTS_EVENTS, CATALOG_COMMITMENTS, CATALOG_PROGRESS),
                  "Alerts the agencies that must act."),
+    ConsumerSpec("catalog", "catalog.activations", (REQUESTS_EVENTS,),
+                 "Keeps the read model of requests and offer activations per commitment (review reports, staleness)."),
     ConsumerSpec("requests", None, (IDENTITY_KEYS,), "Current API keys, in memory, in every replica."),
     ConsumerSpec("notifications", None, (IDENTITY_KEYS,), "Current API keys and partner agencies."),
     ConsumerSpec("catalog", None, (IDENTITY_KEYS,), "Current API keys, for who may report progress."),

@@ -20,6 +20,8 @@ class CatalogSettings(ServiceSettings):
     plan_files: list[Path] = list(DEFAULT_PLAN_FILES)
     # A commitment in implementation with nothing reported for this long is stale.
     stale_after_days: int = Field(default=180, ge=1)
+    # How often each replica looks for commitments that became stale.
+    stale_check_seconds: float = Field(default=300.0, gt=0)
     # How often a replica looks for reports other replicas took (see live.py).
     snapshot_refresh_seconds: float = Field(default=2.0, gt=0)
     # For tests and rehearsals only: the service's clock runs this many days

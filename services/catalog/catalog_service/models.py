@@ -1,16 +1,18 @@
 """The catalog's tables. Commitments are stored in their published form (a
 JSON document) beside the columns queries and change detection need."""
 
+import datetime as dt
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 from shared.messaging_models import service_registry, utcnow
 
 
-class CatalogTable(SQLModel, registry=service_registry(inbox=False)):
-    """The catalog's tables, in its own metadata with its outbox (it consumes nothing)."""
+class CatalogTable(SQLModel, registry=service_registry(inbox=True)):
+    """The catalog's tables, in its own metadata with its outbox, and its inbox
+    (it consumes requests.events into CommitmentActivityRow)."""
 
 
 class PlanRow(CatalogTable, table=True):
@@ -81,3 +83,49 @@ class ProgressReportRow(CatalogTable, table=True):
     reporter_role: str = Field(max_length=16)
     reporter_agency_id: str | None = Field(default=None, max_length=64)
     reported_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class ReviewMeetingRow(CatalogTable, table=True):
+    """A meeting that reviews a plan's progress: recorded by a coordinator, or
+    one of the Dialogue's real meetings loaded with the plan (with its source)."""
+
+    __tablename__ = "review_meetings"
+    __table_args__ = (Index("ix_review_meetings_plan_date", "plan_id", "date"),)
+
+    id: str = Field(primary_key=True, max_length=100)
+    plan_id: str = Field(sa_column=Column(String(64), ForeignKey("plans.id", ondelete="CASCADE"), nullable=False))
+    title: str = Field(max_length=300)
+    date: dt.date
+    place: str = Field(max_length=200)
+    kind: str | None = Field(default=None, max_length=32)
+    source_url: str | None = Field(default=None, max_length=2000)
+    recorded_by_key_id: str | None = Field(default=None, max_length=16)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CommitmentActivityRow(CatalogTable, table=True):
+    """The read model of requests.events: a request submitted or moved, an
+    offer activated, per commitment and when. Written once per event (the
+    inbox keeps replays out)."""
+
+    __tablename__ = "commitment_activity"
+
+    seq: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    commitment_id: str = Field(max_length=100, index=True)
+    kind: str = Field(max_length=32)  # request_submitted | request_status_changed | offer_activated
+    request_id: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=32)  # the request's status after the event
+    countries: list = Field(sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class CommitmentStalenessRow(CatalogTable, table=True):
+    """The staleness period last announced for a commitment, counted from
+    `since` (its last report, or its adoption or activation): the row the
+    periodic check claims a period on, so that a period is announced once."""
+
+    __tablename__ = "commitment_staleness"
+
+    commitment_id: str = Field(primary_key=True, max_length=100)
+    since: datetime = Field(sa_type=DateTime(timezone=True))
+    period: int

@@ -33,6 +33,7 @@ from shared.db import table_of
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc
 from shared.outbox import NewEvent, stage_events
+from shared.periods import period_start, staleness_period
 from shared.topics import REQUESTS_EVENTS
 from shared.workers import SupervisedWorker
 
@@ -43,21 +44,6 @@ Clock = Callable[[], datetime]
 WAITING_STATUSES = ("submitted", "under_review", "info_requested")
 # Claims staged per transaction: one commit holds the write lock this long at most.
 CLAIM_BATCH = 200
-
-
-def staleness_period(status_since: datetime, now: datetime, stale_after: timedelta) -> int:
-    """The staleness period `now` falls in: 0 while not stale yet, then 1, 2, ..."""
-    if stale_after <= timedelta(0):
-        raise ValueError("the staleness period must be positive")
-    elapsed = now - status_since
-    if elapsed < stale_after:
-        return 0  # also when the clock reads earlier than status_since
-    return elapsed // stale_after
-
-
-def period_start(status_since: datetime, period: int, stale_after: timedelta) -> datetime:
-    """When staleness period `period` begins."""
-    return status_since + period * stale_after
 
 
 _REQUESTS = table_of(RequestRow)
