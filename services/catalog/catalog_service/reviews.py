@@ -16,13 +16,13 @@ count when they happened on or before D (UTC).
 """
 
 import csv
+import datetime as dt
 import io
 import json
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-import datetime as dt
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated

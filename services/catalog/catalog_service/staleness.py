@@ -128,8 +128,9 @@ def _claim(session: Session, item: StaleCommitment) -> bool:
     if item.claimed is None:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         insert = (dialect.insert(_STALENESS).values(commitment_id=item.event.commitment_id, **values)
-                  .on_conflict_do_nothing(index_elements=["commitment_id"]))
-        return connection.execute(insert).rowcount == 1
+                  .on_conflict_do_nothing(index_elements=["commitment_id"])
+                  .returning(_STALENESS.c.commitment_id))  # a row back: this insert took it
+        return connection.execute(insert).first() is not None
     since, period = item.claimed
     claim = (update(_STALENESS)
              .where(_STALENESS.c.commitment_id == item.event.commitment_id, _STALENESS.c.since == since,
