@@ -215,8 +215,12 @@ def parse_commitment_query(request: Request) -> CommitmentQuery:
 
 @router.get("/commitments", response_model=CommitmentPage, summary="Commitments, filtered and paginated",
             openapi_extra={"parameters": _openapi_query_parameters(CommitmentQuery)},
-            responses={422: {"description": "A filter is not valid or not known"}})
-async def list_commitments(request: Request, snapshot: Catalog) -> Response:
+            responses={422: {"description": "A filter is not valid or not known"},
+                       503: {"description": "The catalog is still loading; see Retry-After"}})
+async def list_commitments(request: Request) -> Response:
+    # Called, not declared as a dependency: on the busiest route a dependency
+    # layer costs about 15% of the throughput (BENCHMARKS.md, catalog list).
+    snapshot = await loaded_catalog(request)
     query_string = request.scope["query_string"]
     cache_key, now = query_string, None
     if b"stale" in query_string:
