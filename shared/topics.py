@@ -46,6 +46,13 @@ REQUESTS_EVENTS = TopicSpec(
     config={"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
     description="Request lifecycle and offer activation events; key = request id or commitment id.",
 )
+CATALOG_PROGRESS = TopicSpec(
+    "catalog.progress",
+    partitions=3,
+    # Reports are the history itself: kept as long as the broker keeps anything.
+    config={"cleanup.policy": "delete", "retention.ms": "-1"},
+    description="Progress reports and staleness of commitments, key = commitment id.",
+)
 NOTIFICATIONS_DELIVERIES = TopicSpec(
     "notifications.deliveries",
     partitions=3,
@@ -81,15 +88,18 @@ def consumer_dead_letter_topic(service: str) -> TopicSpec:
 
 REQUESTS_DLQ = consumer_dead_letter_topic("requests")
 NOTIFICATIONS_DLQ = consumer_dead_letter_topic("notifications")
+CATALOG_DLQ = consumer_dead_letter_topic("catalog")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG_COMMITMENTS,
+    CATALOG_PROGRESS,
     IDENTITY_KEYS,
     REQUESTS_EVENTS,
     NOTIFICATIONS_DELIVERIES,
     NOTIFICATIONS_DEAD_LETTER,
     REQUESTS_DLQ,
     NOTIFICATIONS_DLQ,
+    CATALOG_DLQ,
 )
 
 

@@ -98,7 +98,9 @@ def handle_nothing(session, event) -> None:
     ("requests", {}, "no handler for ['requests.offers']"),
     ("requests", {"requests.offers": handle_nothing, "requests.audit": handle_nothing},
      "groups it does not list: ['requests.audit']"),
-    ("catalog", {"catalog.audit": handle_nothing}, "groups it does not list: ['catalog.audit']"),
+    ("catalog", {"catalog.activations": handle_nothing, "catalog.audit": handle_nothing},
+     "groups it does not list: ['catalog.audit']"),
+    ("catalog", {}, "no handler for ['catalog.activations']"),
 ])
 def test_handlers_that_do_not_match_the_registry_are_refused_before_anything_starts(
         service, handlers, complaint, tmp_path):
@@ -111,9 +113,12 @@ def test_handlers_that_do_not_match_the_registry_are_refused_before_anything_sta
 def test_the_registrys_groups_and_identity_readers_drive_the_runtime():
     groups, identity = registered_consumers("notifications", {"notifications.router": handle_nothing})
     assert [(spec.group_id, [topic.name for topic in spec.topics]) for spec in groups] == [
-        ("notifications.router", ["requests.events", "catalog.commitments"])]
+        ("notifications.router", ["requests.events", "catalog.commitments", "catalog.progress"])]
     assert identity
-    assert registered_consumers("catalog", {}) == ((), False)
+    groups, identity = registered_consumers("catalog", {"catalog.activations": handle_nothing})
+    assert [(spec.group_id, [topic.name for topic in spec.topics]) for spec in groups] == [
+        ("catalog.activations", ["requests.events"])]
+    assert identity
 
 
 SERVICES = {

@@ -20,7 +20,8 @@ METADATA = {
     "notifications": NotificationsTable.metadata,
 }
 OWN_TABLES = {
-    "catalog": {"plans", "agencies", "commitments"},
+    "catalog": {"plans", "agencies", "commitments", "progress_reports", "review_meetings", "commitment_activity",
+                "commitment_staleness"},
     "requests": {"offers", "requests", "request_history", "idempotency_keys", "offer_interests",
                  "offer_activations", "offer_records"},
     "notifications": {"agency_directory", "notifications", "webhook_endpoints", "webhook_deliveries",

@@ -7,21 +7,32 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from shared.contracts.catalog import COMMITMENT_PUBLISHED, COMMITMENT_REMOVED, CommitmentPublished
+from shared.contracts.catalog import (
+    COMMITMENT_PUBLISHED,
+    COMMITMENT_REMOVED,
+    COMMITMENT_STALE,
+    PROGRESS_REPORTED,
+    CommitmentPublished,
+    CommitmentStale,
+    ProgressReported,
+)
 from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord
 from shared.contracts.notifications import DELIVERY_ATTEMPTED, DELIVERY_DEAD, DeliveryAttempted, DeliveryDead
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
     OFFER_INTEREST_REGISTERED,
+    REQUEST_STALE,
     REQUEST_STATUS_CHANGED,
     REQUEST_SUBMITTED,
     OfferActivated,
     OfferInterestRegistered,
+    RequestStale,
     RequestStatusChanged,
     RequestSubmitted,
 )
 from shared.topics import (
     CATALOG_COMMITMENTS,
+    CATALOG_PROGRESS,
     IDENTITY_KEYS,
     NOTIFICATIONS_DEAD_LETTER,
     NOTIFICATIONS_DELIVERIES,
@@ -56,6 +67,10 @@ EVENTS: tuple[EventSpec, ...] = (
               "The full current state of a commitment, on start when it is new or changed."),
     EventSpec(COMMITMENT_REMOVED, None, CATALOG_COMMITMENTS, "commitment id", "catalog",
               "A commitment left the catalog: a tombstone (null value), with the CloudEvents headers."),
+    EventSpec(PROGRESS_REPORTED, ProgressReported, CATALOG_PROGRESS, "commitment id", "catalog",
+              "A progress report on a commitment (append-only; a correction supersedes an earlier one)."),
+    EventSpec(COMMITMENT_STALE, CommitmentStale, CATALOG_PROGRESS, "commitment id", "catalog",
+              "A commitment in implementation has had no report for the staleness period (once per period)."),
     EventSpec(REQUEST_SUBMITTED, RequestSubmitted, REQUESTS_EVENTS, "request id", "requests",
               "A partner agency's request was accepted."),
     EventSpec(REQUEST_STATUS_CHANGED, RequestStatusChanged, REQUESTS_EVENTS, "request id", "requests",
@@ -64,6 +79,8 @@ EVENTS: tuple[EventSpec, ...] = (
               "A country showed interest in a joint-interest offer."),
     EventSpec(OFFER_ACTIVATED, OfferActivated, REQUESTS_EVENTS, "commitment id", "requests",
               "A conditional offer's condition is met."),
+    EventSpec(REQUEST_STALE, RequestStale, REQUESTS_EVENTS, "request id", "requests",
+              "A request waiting on someone has not moved for the staleness period (once per period)."),
     EventSpec(DELIVERY_ATTEMPTED, DeliveryAttempted, NOTIFICATIONS_DELIVERIES, "delivery id", "notifications",
               "A webhook delivery attempt ended: delivered, failed (to be retried), or refused."),
     EventSpec(DELIVERY_DEAD, DeliveryDead, NOTIFICATIONS_DEAD_LETTER, "delivery id", "notifications",
@@ -76,10 +93,13 @@ EVENTS: tuple[EventSpec, ...] = (
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("requests", "requests.offers", (CATALOG_COMMITMENTS,), "Keeps the offers read model."),
-    ConsumerSpec("notifications", "notifications.router", (REQUESTS_EVENTS, CATALOG_COMMITMENTS),
+    ConsumerSpec("notifications", "notifications.router", (REQUESTS_EVENTS, CATALOG_COMMITMENTS, CATALOG_PROGRESS),
                  "Alerts the agencies that must act."),
+    ConsumerSpec("catalog", "catalog.activations", (REQUESTS_EVENTS,),
+                 "Keeps the read model of requests and offer activations per commitment (review reports, staleness)."),
     ConsumerSpec("requests", None, (IDENTITY_KEYS,), "Current API keys, in memory, in every replica."),
     ConsumerSpec("notifications", None, (IDENTITY_KEYS,), "Current API keys and partner agencies."),
+    ConsumerSpec("catalog", None, (IDENTITY_KEYS,), "Current API keys, for who may report progress."),
 )
 
 BY_TYPE = {spec.type: spec for spec in EVENTS}

@@ -5,13 +5,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.catalog import ConditionType, CountryCode, _Contract
+from shared.contracts.catalog import ConditionType, CountryCode, IsoCountryCode, _Contract
 
 REQUESTS_SOURCE = "/caj-tracker/requests"
 REQUEST_SUBMITTED = "org.caj-tracker.requests.request.submitted.v1"
 REQUEST_STATUS_CHANGED = "org.caj-tracker.requests.request.status-changed.v1"
 OFFER_INTEREST_REGISTERED = "org.caj-tracker.requests.offer.interest-registered.v1"
 OFFER_ACTIVATED = "org.caj-tracker.requests.offer.activated.v1"
+REQUEST_STALE = "org.caj-tracker.requests.request.stale.v1"
 
 RequestStatus = Literal[
     "submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn"
@@ -62,13 +63,30 @@ class OfferActivated(_Contract):
     """A conditional offer's condition is met (key: commitment id).
 
     For `on_request` offers it activates for one country (`countries` has one
-    code); for the other conditions it activates once, for all concerned."""
+    code); for the other conditions it activates once, for all concerned: for
+    a regional agreement, its parties, which may be states outside the Dialogue."""
 
     commitment_id: str
     condition_type: ConditionType
-    countries: list[CountryCode]
+    countries: list[IsoCountryCode]
     trigger: ActivationTrigger
     trigger_id: str = Field(description="The request, agreement or evidence record that met the condition")
     requesting_agency_id: str | None = None
     responsible_agencies: list[str]
     activated_at: datetime
+
+
+class RequestStale(_Contract):
+    """A request has not changed status for the staleness period while
+    submitted, under review or waiting for information (key: request id);
+    one event per period, `period` counting from 1."""
+
+    request_id: str
+    commitment_id: str
+    country: CountryCode
+    agency_id: str
+    status: RequestStatus
+    status_since: datetime
+    stale_since: datetime
+    period: int = Field(ge=1)
+    responsible_agencies: list[str]

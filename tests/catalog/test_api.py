@@ -51,8 +51,9 @@ def test_plans_are_listed_with_counts(catalog):
     plans = catalog.get("/v1/plans").json()["items"]
     assert [plan["id"] for plan in plans] == ["caj-2006", "synthetic-2030"]
     plan = catalog.get("/v1/plans/caj-2006").json()
-    assert plan["commitments"] == 106
-    assert sum(plan["commitments_by_condition"].values()) == 106
+    # 111: the plan's entries, with the review at SOM and four split sentences (see test_plan_data.test_counts).
+    assert plan["commitments"] == 111
+    assert sum(plan["commitments_by_condition"].values()) == 111
     assert [pillar["name"] for pillar in plan["pillars"]] == [
         "Political dialogue", "Intra-regional cooperation", "Business promotion", "Intellectual dialogue",
         "Cultural and human exchanges",
@@ -72,7 +73,7 @@ def test_every_commitment_text_is_at_its_offsets_in_the_served_source(catalog):
         if not page["next"]:
             break
         offset += 100
-    assert seen == 106
+    assert seen == 111
 
 
 def test_border_control_offer_is_requestable_only_by_tajikistan_and_afghanistan(catalog):
@@ -118,12 +119,13 @@ def test_joint_interest_offer_requires_all_four_central_asian_countries(catalog)
 
 def test_pagination_walks_every_commitment_once(catalog):
     first = catalog.get("/v1/commitments", params={"limit": 50}).json()
-    assert first["total"] == 109 and len(first["items"]) == 50 and first["offset"] == 0
+    # The 2006 plan's 111 entries and the synthetic plan's 3.
+    assert first["total"] == 114 and len(first["items"]) == 50 and first["offset"] == 0
     second = catalog.get(first["next"]).json()
     third = catalog.get(second["next"]).json()
-    assert third["next"] is None and len(third["items"]) == 9
+    assert third["next"] is None and len(third["items"]) == 14
     all_ids = [item["id"] for page in (first, second, third) for item in page["items"]]
-    assert len(set(all_ids)) == 109
+    assert len(set(all_ids)) == 114
 
 
 def test_etag_and_if_none_match(catalog):
@@ -170,7 +172,7 @@ def test_iati_export_validates_against_the_iati_2_03_schema(catalog):
     document = etree.fromstring(response.content)
     assert schema.validate(document), schema.error_log
     activities = document.findall("iati-activity")
-    assert len(activities) == 106
+    assert len(activities) == 111
     ns = {"caj": "https://caj-tracker.org/ns/iati-extension/1"}
     border = next(a for a in activities if a.findtext("iati-identifier").endswith("caj-2006-2-1-04"))
     assert [c.get("code") for c in border.findall("recipient-country")] == ["TJ", "AF"]
@@ -221,12 +223,13 @@ def test_until_the_catalog_is_loaded_its_routes_answer_503_and_the_document_says
     client = TestClient(app)  # not started: the snapshot never loads
     paths = {path: operations for path, operations in client.get("/openapi.json").json()["paths"].items()
              if path.startswith("/v1/")}
-    assert len(paths) == 7
+    assert len(paths) == 12  # the review meetings' three included
     for path, operations in paths.items():
         documented = operations["get"]["responses"].get("503")
         assert documented and "application/problem+json" in documented["content"], path
 
-        response = client.get(path.format(plan_id="caj-2006", commitment_id="caj-2006-2-1-04"))
+        response = client.get(path.format(plan_id="caj-2006", commitment_id="caj-2006-2-1-04", report_id="r",
+                                          review_id="caj-2006-foreign-ministers-3"))
         assert response.status_code == 503, path
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["reason"] == "catalog_loading"

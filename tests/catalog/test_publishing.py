@@ -47,8 +47,9 @@ def read_all(bootstrap: str, expected: int):
 def test_start_publishes_changes_only_and_removal_is_a_tombstone(own_kafka_broker, tmp_path):
     both_plans = [DEFAULT_PLAN_FILES[0], SYNTHETIC]
     run_catalog(own_kafka_broker, tmp_path, both_plans, run=1)
-    records = read_all(own_kafka_broker.bootstrap_servers, 109)
-    assert len(records) == 109
+    # The 2006 plan's 111 entries and the synthetic plan's 3.
+    records = read_all(own_kafka_broker.bootstrap_servers, 114)
+    assert len(records) == 114
     events = [from_kafka(key=r.key, value=r.value, headers=r.headers) for r in records]
     assert {e.get_type() for e in events} == {COMMITMENT_PUBLISHED}
     for record, event in zip(records, events, strict=True):
@@ -63,12 +64,12 @@ def test_start_publishes_changes_only_and_removal_is_a_tombstone(own_kafka_broke
     # Restarting twice with the same files publishes nothing new.
     run_catalog(own_kafka_broker, tmp_path, both_plans, run=2)
     run_catalog(own_kafka_broker, tmp_path, both_plans, run=3)
-    assert len(read_all(own_kafka_broker.bootstrap_servers, 109)) == 109
+    assert len(read_all(own_kafka_broker.bootstrap_servers, 114)) == 114
 
     # The synthetic plan leaves the configuration: its three commitments are tombstoned.
     run_catalog(own_kafka_broker, tmp_path, [DEFAULT_PLAN_FILES[0]], run=4)
-    records = read_all(own_kafka_broker.bootstrap_servers, 112)
-    assert len(records) == 112
+    records = read_all(own_kafka_broker.bootstrap_servers, 117)
+    assert len(records) == 117
     tombstones = [r for r in records if r.value is None]  # partitions interleave; find them by value
     assert sorted(r.key.decode() for r in tombstones) == [
         "synthetic-2030-1-0-01", "synthetic-2030-1-0-02", "synthetic-2030-2-0-01",

@@ -41,9 +41,10 @@ def outbox_events(engine):
 def test_first_sync_publishes_every_commitment_and_a_second_sync_nothing(catalog_engine):
     plan = load_plan_file(PLAN_2006)
     report = sync_plans(catalog_engine, [plan])
-    assert len(report.created) == len(plan.commitments) == 106
+    # 111: the plan's entries, with the review at SOM and four split sentences (see test_plan_data.test_counts).
+    assert len(report.created) == len(plan.commitments) == 111
     events, rows = outbox_events(catalog_engine)
-    assert len(events) == 106
+    assert len(events) == 111
     assert {row.message_key for row in rows} == {c.id for c in plan.commitments}
     assert {row.topic for row in rows} == {"catalog.commitments"}
     first = CommitmentPublished.model_validate(events[0].get_data())
@@ -52,13 +53,14 @@ def test_first_sync_publishes_every_commitment_and_a_second_sync_nothing(catalog
     assert {event.get_time() for event in events} == {first.updated_at}, "every event carries the sync's time"
 
     again = sync_plans(catalog_engine, [load_plan_file(PLAN_2006)])
-    assert again.published == 0 and again.unchanged == 106
-    assert len(outbox_events(catalog_engine)[0]) == 106
+    assert again.published == 0 and again.unchanged == 111
+    assert len(outbox_events(catalog_engine)[0]) == 111
 
 
 def test_a_second_plan_loads_beside_the_2006_plan(catalog_engine):
     report = sync_plans(catalog_engine, [load_plan_file(PLAN_2006), load_plan_file(SYNTHETIC)])
-    assert len(report.created) == 109
+    # The 2006 plan's 111 entries and the synthetic plan's 3.
+    assert len(report.created) == 114
     snapshot = load_snapshot(catalog_engine)
     assert list(snapshot.plans) == ["caj-2006", "synthetic-2030"]
     assert snapshot.plans["synthetic-2030"].commitments == 3
@@ -123,6 +125,13 @@ def test_a_plan_dropped_from_the_configuration_is_removed_with_tombstones(catalo
         (lambda d: d["commitments"][0].update(pillar=7), "pillar 7"),
         (lambda d: d["commitments"].append(dict(d["commitments"][0])), "duplicate commitment id"),
         (lambda d: d["commitments"][0]["condition"].update(text="if asked nicely"), "condition text is not part"),
+        # A part of a split sentence lies inside that sentence.
+        (lambda d: d["commitments"][0].update(part_of={"start": 0, "end": 1}), "is not inside the sentence"),
+        # Only an agreement's parties may be outside the Dialogue: interest is shown by request.
+        (lambda d: d["commitments"][0]["condition"].update(type="joint_interest", required_countries=["KZ", "TM"]),
+         "TM outside the Dialogue can only be parties to an agreement"),
+        (lambda d: d["commitments"][0]["condition"].update(type="regional_agreement", required_countries=["tm"]),
+         "not a valid plan file"),
     ],
 )
 def test_a_bad_plan_file_is_refused_with_its_reason_and_changes_nothing(catalog_engine, tmp_path, edit, reason):

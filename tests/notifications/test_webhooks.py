@@ -82,7 +82,12 @@ class Agency:
 
 
 def register(api: httpx.Client, agency: Agency, url: str, **extra) -> httpx.Response:
-    return api.put(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key), json={"url": url} | extra)
+    """A webhook for the events these tests send (unless told otherwise): the
+    session's broker also carries other tests' events, and some are routed to
+    every agency of a country (progress reports, to the agencies of the
+    countries a commitment benefits)."""
+    body = {"url": url, "event_types": [REQUEST_STATUS_CHANGED]} | extra
+    return api.put(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key), json=body)
 
 
 def status_changed(bootstrap: str, agency: Agency, *, to_status: str = "under_review") -> str:

@@ -73,6 +73,17 @@ def test_agreement_activates_when_all_parties_are_recorded():
         activation_by_record(WATER, kind="evidence", recorded_parties=set(), activated=set())
 
 
+def test_an_agreement_with_parties_outside_the_dialogue_waits_for_them_all():
+    zone = OfferTerms("zone", "regional_agreement", (), (*CA, "TM", "CN", "FR", "RU", "GB", "US"))
+    assert activation_by_record(zone, kind="agreement", recorded_parties=set(CA), activated=set()) == ()
+    assert activation_by_record(zone, kind="agreement", recorded_parties=set(zone.required_countries) - {"US"},
+                                activated=set()) == ()
+    everyone = set(zone.required_countries)
+    assert activation_by_record(zone, kind="agreement", recorded_parties=everyone, activated=set()) == (
+        zone.required_countries
+    )
+
+
 def test_evidence_activates_once():
     assert activation_by_record(TREES, kind="evidence", recorded_parties=set(), activated=set()) == (ALL_COUNTRIES,)
     assert activation_by_record(TREES, kind="evidence", recorded_parties=set(), activated={ALL_COUNTRIES}) == ()

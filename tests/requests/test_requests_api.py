@@ -236,6 +236,50 @@ def test_regional_agreement_activates_when_every_party_is_recorded(api, people):
         assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment
 
 
+def test_an_agreement_by_all_the_countries_concerned_takes_parties_outside_the_dialogue(api, people,
+                                                                                       kafka_bootstrap):
+    """The nuclear-weapon-free zone needs "an agreement by all the countries
+    concerned": Turkmenistan and the nuclear states too, as the catalog has it."""
+    coordinator = auth(people["coordinator"])
+    parties = ["KZ", "KG", "TJ", "UZ", "TM", "CN", "FR", "RU", "GB", "US"]
+    assert list(offer(api, people, NUCLEAR_ZONE)["countries"]) == parties
+
+    def agree(*countries: str) -> httpx.Response:
+        return api.post(f"/v1/offers/{NUCLEAR_ZONE}/agreements", headers=coordinator,
+                        json={"reference": "Treaty on a Nuclear-Weapon-Free Zone in Central Asia, Semipalatinsk",
+                              "parties": list(countries)})
+
+    # The Central Asian countries alone do not complete it (they used to).
+    assert agree("KZ", "KG", "TJ", "UZ").status_code == 201
+    assert offer(api, people, NUCLEAR_ZONE)["activated"] is False
+    outside = agree("TM", "CN", "FR", "RU", "GB")
+    assert outside.status_code == 201, outside.text
+    assert outside.json()["parties"] == ["CN", "FR", "GB", "RU", "TM"]
+    board = offer(api, people, NUCLEAR_ZONE)
+    assert board["activated"] is False and board["countries"]["US"] == "dormant"
+    assert board["countries"]["TM"] == "requested"
+
+    # Not a party the text concerns, or not an ISO alpha-2 code: refused, with why, and nothing recorded.
+    not_concerned = agree("IR")
+    assert not_concerned.status_code == 422
+    assert not_concerned.headers["content-type"] == "application/problem+json"
+    assert not_concerned.json()["reason"] == "not_a_party" and "IR is not among the countries concerned" in (
+        not_concerned.json()["detail"])
+    for malformed in ("us", "USA", "U1"):
+        refused = agree(malformed)
+        assert refused.status_code == 422 and refused.json()["reason"] == "validation_failed", malformed
+    assert len(offer(api, people, NUCLEAR_ZONE)["records"]) == 2
+
+    last = agree("US")
+    assert last.status_code == 201
+    board = offer(api, people, NUCLEAR_ZONE)
+    assert board["activated"] is True and set(board["countries"].values()) == {"activated"}
+    [activation] = [e for e in events_about(kafka_bootstrap, NUCLEAR_ZONE, expected=1, ours={last.json()["id"]})
+                    if e.get_type() == OFFER_ACTIVATED]
+    assert activation.get_data()["countries"] == parties
+    assert activation.get_data()["trigger"] == "regional_agreement"
+
+
 def test_evidence_activates_an_evidence_offer_and_conditions_are_not_mixed_up(api, people):
     coordinator = auth(people["coordinator"])
     wrong = api.post(f"/v1/offers/{AFFORESTATION}/agreements", headers=coordinator,

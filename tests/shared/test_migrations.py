@@ -7,7 +7,8 @@ from sqlalchemy import create_engine, inspect
 from shared.migrations import current_revision, downgrade, head_revision, upgrade
 
 EXPECTED_TABLES = {
-    "catalog_service": {"outbox_messages"},
+    "catalog_service": {"outbox_messages", "processed_events", "review_meetings", "commitment_activity",
+                        "commitment_staleness"},
     "requests_service": {"outbox_messages", "processed_events"},
     "notifications_service": {"outbox_messages", "processed_events", "agency_directory", "notifications"},
 }

@@ -5,12 +5,21 @@ is of that nature (a regional agreement: policy; shown effectiveness:
 performance) it is also given as an IATI condition. Every activation trigger,
 including "if requested" and "if all ... show their interests", which IATI has
 no element for, is in our namespaced extension, as IATI allows.
+
+Progress reports make the activity current: its status is the one that holds
+now, its last update the latest report, its actual start and end dates those
+of the reports that moved it into implementation and closed it, and each
+counted report's evidence URLs are document links.
 """
 
+import mimetypes
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
-from catalog_service.snapshot import CommitmentRead, PlanRead
+from catalog_service.progress import EvidenceLink
+from catalog_service.snapshot import CommitmentView, PlanRead
+from shared.contracts.catalog import PROGRESS_STATUSES
 
 EXTENSION_NS = "https://caj-tracker.org/ns/iati-extension/1"
 ET.register_namespace("caj", EXTENSION_NS)
@@ -30,6 +39,10 @@ ORGANISATION_TYPES = {
 IATI_CONDITION_TYPES = {"regional_agreement": "1", "evidence": "2"}
 COUNTRY_NAMES = {"JP": "Japan", "KZ": "Kazakhstan", "KG": "Kyrgyzstan", "TJ": "Tajikistan", "UZ": "Uzbekistan",
                  "AF": "Afghanistan"}
+# IATI DocumentCategory A07: review of project performance and evaluation.
+PROGRESS_DOCUMENT_CATEGORY = "A07"
+# IATI FileFormat (IANA media types): a web page unless the address names a file.
+DEFAULT_DOCUMENT_FORMAT = "text/html"
 
 
 def _narrative(parent: ET.Element, text: str) -> ET.Element:
@@ -42,12 +55,12 @@ def _ext(tag: str) -> str:
     return f"{{{EXTENSION_NS}}}{tag}"
 
 
-def plan_to_iati_xml(plan: PlanRead, commitments: list[CommitmentRead], *, base_url: str) -> bytes:
-    generated = max((c.updated_at for c in commitments), default=datetime.now(UTC))
+def plan_to_iati_xml(plan: PlanRead, views: list[CommitmentView], *, base_url: str) -> bytes:
+    generated = max((view.read.updated_at for view in views), default=datetime.now(UTC))
     root = ET.Element("iati-activities", {"version": "2.03", "generated-datetime": _iso(generated)})
     source_url = f"{base_url}/v1/plans/{plan.id}/source"
-    for commitment in commitments:
-        root.append(_activity(plan, commitment, base_url=base_url, source_url=source_url))
+    for view in views:
+        root.append(_activity(plan, view, base_url=base_url, source_url=source_url))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
@@ -56,9 +69,23 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _activity(plan: PlanRead, commitment: CommitmentRead, *, base_url: str, source_url: str) -> ET.Element:
+def document_format(url: str) -> str:
+    guessed, _ = mimetypes.guess_type(urlsplit(url).path, strict=False)
+    return guessed or DEFAULT_DOCUMENT_FORMAT
+
+
+def _evidence_link(activity: ET.Element, link: EvidenceLink) -> None:
+    document = ET.SubElement(activity, "document-link", {"url": link.url, "format": document_format(link.url)})
+    _narrative(ET.SubElement(document, "title"), link.title)
+    _narrative(ET.SubElement(document, "description"),
+               f"Evidence of a progress report: {link.status} as of {link.as_of.isoformat()}.")
+    ET.SubElement(document, "category", {"code": PROGRESS_DOCUMENT_CATEGORY})
+
+
+def _activity(plan: PlanRead, view: CommitmentView, *, base_url: str, source_url: str) -> ET.Element:
+    commitment, trail = view.read, view.trail
     activity = ET.Element("iati-activity", {
-        "last-updated-datetime": _iso(commitment.updated_at),
+        "last-updated-datetime": _iso(trail.last_reported_at or commitment.updated_at),
         "{http://www.w3.org/XML/1998/namespace}lang": "en",
         "hierarchy": "2",
     })
@@ -87,9 +114,15 @@ def _activity(plan: PlanRead, commitment: CommitmentRead, *, base_url: str, sour
         _narrative(implementing, agency.name)
 
     ET.SubElement(activity, "other-identifier", {"ref": commitment.id, "type": "A1"})
-    ET.SubElement(activity, "activity-status", {"code": str(commitment.status.code)})
+    ET.SubElement(activity, "activity-status", {"code": str(PROGRESS_STATUSES[commitment.progress.status])})
     adopted = ET.SubElement(activity, "activity-date", {"type": "1", "iso-date": plan.adopted.isoformat()})
     _narrative(adopted, f"Adopted in the action plan, {plan.place or ''} {plan.adopted.isoformat()}".replace("  ", " "))
+    if trail.started_on is not None:
+        started = ET.SubElement(activity, "activity-date", {"type": "2", "iso-date": trail.started_on.isoformat()})
+        _narrative(started, "Reported in implementation from this date")
+    if trail.ended_on is not None:
+        ended = ET.SubElement(activity, "activity-date", {"type": "4", "iso-date": trail.ended_on.isoformat()})
+        _narrative(ended, "Reported closed from this date")
     ET.SubElement(activity, "activity-scope", {"code": "2" if len(commitment.beneficiaries) > 1 else "4"})
     for country in commitment.beneficiaries:
         recipient = ET.SubElement(activity, "recipient-country", {"code": country})
@@ -107,6 +140,8 @@ def _activity(plan: PlanRead, commitment: CommitmentRead, *, base_url: str, sour
     ET.SubElement(document, "category", {"code": "A09"})  # memorandum of understanding
     ET.SubElement(document, "language", {"code": "en"})
     ET.SubElement(document, "document-date", {"iso-date": plan.adopted.isoformat()})
+    for link in trail.documents:
+        _evidence_link(activity, link)
 
     iati_condition = IATI_CONDITION_TYPES.get(commitment.condition.type)
     conditions = ET.SubElement(activity, "conditions", {"attached": "1" if iati_condition else "0"})
@@ -118,8 +153,8 @@ def _activity(plan: PlanRead, commitment: CommitmentRead, *, base_url: str, sour
         ET.SubElement(trigger, _ext("wording")).text = commitment.condition.text
     for country in commitment.condition.eligible_countries:
         ET.SubElement(trigger, _ext("eligible-country"), {"code": country})
-    for country in commitment.condition.required_countries:
-        ET.SubElement(trigger, _ext("required-country"), {"code": country})
+    for party in commitment.condition.required_countries:
+        ET.SubElement(trigger, _ext("required-country"), {"code": party})
     ET.SubElement(trigger, _ext("commitment"), {"href": f"{base_url}/v1/commitments/{commitment.id}"})
     evidence = ET.SubElement(activity, _ext("evidence"), {
         "document": commitment.source.document, "start": str(commitment.source.start),

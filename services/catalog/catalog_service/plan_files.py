@@ -19,10 +19,12 @@ from shared.contracts.catalog import (
     Condition,
     CountryCode,
     Figure,
+    IsoCountryCode,
     Pillar,
     ResponsibleAgency,
     SourceSpan,
     Status,
+    is_dialogue_country,
     requestable_by,
 )
 
@@ -71,7 +73,8 @@ class AgencyRef(_Strict):
 class ConditionEntry(_Strict):
     type: str
     eligible_countries: list[CountryCode]
-    required_countries: list[CountryCode]
+    # The parties to a regional agreement may be states outside the Dialogue.
+    required_countries: list[IsoCountryCode]
     text: str | None
     note: str | None = None
 
@@ -82,6 +85,9 @@ class CommitmentEntry(_Strict):
     section: str
     text: str
     source: SpanEntry
+    # Set when the entry is one part of a sentence that bundles pledges to be
+    # tracked apart: the whole sentence's span, which holds the part's.
+    part_of: SpanEntry | None = None
     actors: list[CountryCode]
     beneficiaries: list[CountryCode]
     kind: CommitmentKind
@@ -153,6 +159,11 @@ def _to_document(
     where = f"{path}: commitment {entry.id}"
     if source_text[entry.source.start : entry.source.end] != entry.text:
         raise PlanFileError(f"{where}: text is not the source's text at {entry.source.start}-{entry.source.end}")
+    sentence = entry.part_of
+    if sentence is not None and not (
+        sentence.start <= entry.source.start and entry.source.end <= sentence.end <= len(source_text)
+    ):
+        raise PlanFileError(f"{where}: its text is not inside the sentence {sentence.start}-{sentence.end}")
     if entry.pillar not in header.pillars:
         raise PlanFileError(f"{where}: pillar {entry.pillar} is not one of the plan's pillars")
     section_code = _SECTION_CODE.match(entry.section)
@@ -161,6 +172,10 @@ def _to_document(
     condition_text = entry.condition.text
     if condition_text is not None and condition_text not in entry.text:
         raise PlanFileError(f"{where}: condition text is not part of the entry's text")
+    outsiders = [code for code in entry.condition.required_countries if not is_dialogue_country(code)]
+    if outsiders and entry.condition.type != "regional_agreement":
+        # Interest is shown by request, which only the Dialogue's countries make.
+        raise PlanFileError(f"{where}: {', '.join(outsiders)} outside the Dialogue can only be parties to an agreement")
     try:
         condition = Condition.model_validate(entry.condition.model_dump())
     except ValidationError as error:

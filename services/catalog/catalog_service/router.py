@@ -1,10 +1,13 @@
 """The catalog's public API under /v1/.
 
-Handlers are `async` on purpose: they only read the in-memory snapshot, and a
-sync handler would cost a thread-pool hop per request."""
+Handlers that read the in-memory snapshot are `async` on purpose: a sync
+handler would cost a thread-pool hop per request. Progress reports are read
+from the database and written through the group-commit writer."""
 
 import hashlib
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -12,11 +15,25 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import Session
 
 from catalog_service.http_caching import cached_response
 from catalog_service.iati import plan_to_iati_xml
+from catalog_service.live import LiveCatalog
+from catalog_service.reporting import (
+    REPORT_ID_PATTERN,
+    ProgressCreate,
+    ProgressPage,
+    ProgressReportRead,
+    RecordedReport,
+    get_report,
+    list_reports,
+    new_report_id,
+    record_report,
+)
 from catalog_service.snapshot import AgencyRead, CatalogSnapshot, CommitmentFilter, CommitmentRead, PlanRead
-from shared.contracts.catalog import CommitmentKind, ConditionType, CountryCode
+from shared.contracts.catalog import CommitmentKind, ConditionType, CountryCode, ProgressStatus
+from shared.dependencies import Caller, Page, Runtime, read_session
 from shared.errors import Invalid, NotFound, Unavailable
 from shared.openapi import may_answer
 
@@ -24,6 +41,10 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 MAX_PAGE = 100
 PlanId = Annotated[str, Path(max_length=64, description="A plan id, e.g. caj-2006")]
+# Commitment ids are lower-case words, digits and hyphens; the pattern keeps
+# anything else (e.g. NUL, which PostgreSQL refuses) away from queries.
+CommitmentId = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9-]+$")]
+ReportId = Annotated[str, Path(pattern=REPORT_ID_PATTERN)]
 
 
 class CommitmentPage(BaseModel):
@@ -51,8 +72,16 @@ async def loaded_catalog(request: Request) -> CatalogSnapshot:
     return snapshot
 
 
-# Every catalog route takes it: the route answers 503 until the snapshot is loaded.
+# Every catalog route that reads takes it: the route answers 503 until the snapshot is loaded.
 Catalog = Annotated[CatalogSnapshot, Depends(loaded_catalog)]
+
+
+async def service_clock(request: Request) -> Callable[[], datetime]:
+    return request.app.state.clock
+
+
+# The service's clock (catalog_service.main): reports' stamps, staleness.
+Clock = Annotated[Callable[[], datetime], Depends(service_clock)]
 
 
 def refuse_unknown_or_repeated(params, allowed: frozenset[str]) -> None:
@@ -123,7 +152,7 @@ async def get_plan_source(request: Request, snapshot: Catalog, plan_id: PlanId) 
 async def get_plan_iati(request: Request, snapshot: Catalog, plan_id: PlanId) -> Response:
     plan = _plan(snapshot, plan_id)
     base_url = str(request.base_url).rstrip("/")
-    body = plan_to_iati_xml(plan, [view.read for view in snapshot.commitments_of(plan_id)], base_url=base_url)
+    body = plan_to_iati_xml(plan, snapshot.commitments_of(plan_id), base_url=base_url)
     return cached_response(request, body=body, etag=_etag(snapshot, "iati", plan_id, base_url),
                            media_type="application/xml")
 
@@ -149,6 +178,10 @@ class CommitmentQuery(BaseModel):
     sector: str | None = Field(default=None, pattern=r"^\d{5}$", description="OECD DAC CRS purpose code")
     q: str | None = Field(
         default=None, min_length=2, max_length=200, description="Words in the text, section or condition"
+    )
+    status: ProgressStatus | None = Field(default=None, description="The status that holds now (`progress.status`)")
+    stale: bool | None = Field(
+        default=None, description="In implementation with nothing reported for the staleness period (or not)"
     )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     offset: int = Field(default=0, ge=0, le=1_000_000)
@@ -182,19 +215,34 @@ def parse_commitment_query(request: Request) -> CommitmentQuery:
 
 @router.get("/commitments", response_model=CommitmentPage, summary="Commitments, filtered and paginated",
             openapi_extra={"parameters": _openapi_query_parameters(CommitmentQuery)},
-            responses={422: {"description": "A filter is not valid or not known"}})
-async def list_commitments(request: Request, snapshot: Catalog) -> Response:
+            responses={422: {"description": "A filter is not valid or not known"},
+                       503: {"description": "The catalog is still loading; see Retry-After"}})
+async def list_commitments(request: Request) -> Response:
+    # Called, not declared as a dependency: on the busiest route a dependency
+    # layer costs about 15% of the throughput (BENCHMARKS.md, catalog list).
+    snapshot = await loaded_catalog(request)
     query_string = request.scope["query_string"]
-    page = snapshot.cached_page(query_string)
+    cache_key, now = query_string, None
+    if b"stale" in query_string:
+        # Which commitments are stale depends on the time: such a page is
+        # remembered for the set of stale ones it was rendered for.
+        now = request.app.state.clock()
+        cache_key = b"%s#%d" % (query_string, snapshot.stale_count(now))
+    page = snapshot.cached_page(cache_key)
     if page is None:  # only valid queries are remembered, so a hit needs no validation
-        page = render_commitment_page(snapshot, parse_commitment_query(request), request.query_params)
-        snapshot.remember_page(query_string, page)
+        query = parse_commitment_query(request)
+        if query.stale is not None and now is None:  # the name was percent-encoded
+            now = request.app.state.clock()
+            cache_key = b"%s#%d" % (query_string, snapshot.stale_count(now))
+        page = render_commitment_page(snapshot, query, request.query_params, now=now)
+        snapshot.remember_page(cache_key, page)
     body, etag = page
     return cached_response(request, body=body, etag=etag, media_type="application/json")
 
 
-def render_commitment_page(snapshot: CatalogSnapshot, query: CommitmentQuery, raw_params) -> tuple[bytes, str]:
-    criteria = CommitmentFilter(**query.model_dump(exclude={"limit", "offset"}))
+def render_commitment_page(snapshot: CatalogSnapshot, query: CommitmentQuery, raw_params,
+                           now: datetime | None = None) -> tuple[bytes, str]:
+    criteria = CommitmentFilter(**query.model_dump(exclude={"limit", "offset"}), now=now)
     limit, offset = query.limit, query.offset
     matching = snapshot.query(criteria)
     page = matching[offset: offset + limit]
@@ -207,20 +255,77 @@ def render_commitment_page(snapshot: CatalogSnapshot, query: CommitmentQuery, ra
         b'{"items":[', b",".join(view.json for view in page), b'],"total":', str(len(matching)).encode(),
         b',"limit":', str(limit).encode(), b',"offset":', str(offset).encode(), b',"next":', _json(next_link), b"}",
     ))
-    return body, _etag(snapshot, "commitments", str(sorted(raw_params.multi_items())))
+    stale_set = str(snapshot.stale_count(now)) if now is not None else ""
+    return body, _etag(snapshot, "commitments", str(sorted(raw_params.multi_items())), stale_set)
 
 
 @router.get("/commitments/{commitment_id}", response_model=CommitmentRead, summary="One commitment",
             responses={404: {"description": "No such commitment"}}, dependencies=[only_known_parameters()])
-async def get_commitment(
-    request: Request, snapshot: Catalog,
-    commitment_id: Annotated[str, Path(max_length=100)],
-) -> Response:
+async def get_commitment(request: Request, snapshot: Catalog, commitment_id: CommitmentId) -> Response:
+    view = _commitment(snapshot, commitment_id)
+    etag = '"' + hashlib.sha256(view.json).hexdigest()[:32] + '"'
+    return cached_response(request, body=view.json, etag=etag, media_type="application/json")
+
+
+def _commitment(snapshot: CatalogSnapshot, commitment_id: str):
     view = snapshot.by_id.get(commitment_id)
     if view is None:
         raise NotFound("commitment_not_found", "No such commitment", f"There is no commitment {commitment_id!r}.")
-    etag = '"' + hashlib.sha256(view.json).hexdigest()[:32] + '"'
-    return cached_response(request, body=view.json, etag=etag, media_type="application/json")
+    return view
+
+
+# -- progress reports ---------------------------------------------------------------
+@router.post(
+    "/commitments/{commitment_id}/progress", status_code=201, response_model=ProgressReportRead,
+    summary="Report progress on a commitment (coordinators, or an agency responsible for it)",
+    description="Append-only: a correction is a new report that `supersedes` the one it corrects.",
+    responses={
+        403: {"description": "Neither a coordinator nor an agency responsible for the commitment"},
+        404: {"description": "No such commitment"},
+        409: {"description": "The report to supersede is already superseded; supersede its correction"},
+        422: {"description": "Not a valid report: unknown status, a future or pre-plan as_of, an empty "
+                             "summary, a URL that is not http(s), an unknown report to supersede"},
+    },
+    dependencies=[only_known_parameters()],
+)
+async def report_progress(request: Request, runtime: Runtime, principal: Caller, clock: Clock,
+                          commitment_id: CommitmentId, body: ProgressCreate) -> Response:
+    report_id, now = new_report_id(), clock()
+
+    def work(session: Session) -> RecordedReport:
+        return record_report(session, principal=principal, commitment_id=commitment_id, body=body,
+                             report_id=report_id, now=now)
+
+    recorded = await runtime.writer.run(work)
+    live: LiveCatalog | None = getattr(request.app.state, "live_catalog", None)
+    if live is not None:
+        await live.refresh_after_write()  # read-your-writes: the next read here shows it
+    return Response(recorded.report.model_dump_json(), status_code=201, media_type="application/json",
+                    headers={"Location": recorded.report.links["self"]})
+
+
+@router.get("/commitments/{commitment_id}/progress", response_model=ProgressPage,
+            summary="A commitment's progress reports, newest first",
+            responses={404: {"description": "No such commitment"}},
+            dependencies=[only_known_parameters("limit", "offset")])
+def list_progress(runtime: Runtime, snapshot: Catalog, commitment_id: CommitmentId, page: Page) -> ProgressPage:
+    _commitment(snapshot, commitment_id)
+    with read_session(runtime) as session:
+        items, total = list_reports(session, commitment_id, limit=page.limit, offset=page.offset)
+    following = page.offset + page.limit
+    next_link = (f"/v1/commitments/{commitment_id}/progress?limit={page.limit}&offset={following}"
+                 if following < total else None)
+    return ProgressPage(items=items, total=total, limit=page.limit, offset=page.offset, next=next_link)
+
+
+@router.get("/commitments/{commitment_id}/progress/{report_id}", response_model=ProgressReportRead,
+            summary="One progress report", responses={404: {"description": "No such commitment or report"}},
+            dependencies=[only_known_parameters()])
+def get_progress_report(runtime: Runtime, snapshot: Catalog, commitment_id: CommitmentId,
+                        report_id: ReportId) -> ProgressReportRead:
+    _commitment(snapshot, commitment_id)
+    with read_session(runtime) as session:
+        return get_report(session, commitment_id, report_id)
 
 
 @router.get("/agencies", response_model=AgencyList, summary="Agencies the plans name or imply as responsible",

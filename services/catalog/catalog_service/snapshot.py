@@ -1,27 +1,46 @@
 """The catalog as the API serves it: an immutable snapshot loaded from the
-database after each sync.
+database after each sync, and renewed for the commitments whose revision
+moved (a progress report moves it).
 
-The catalog is small (a plan has about a hundred commitments) and changes only
-when plan files change, so queries run over the snapshot in memory and each
-commitment's JSON is rendered once, when the snapshot is built.
+The catalog is small (a plan has about a hundred commitments) and changes
+only with plan files and progress reports, so queries run over the snapshot
+in memory and each commitment's JSON, its progress included, is rendered once,
+when the snapshot is built. Staleness depends on the time of the query: each
+commitment carries the moment it goes stale, and a query compares.
 """
 
+import bisect
+import dataclasses
 import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
-from shared.contracts.catalog import CommitmentDocument, ConditionType
+from catalog_service.models import AgencyRow, CommitmentRow, PlanRow, ProgressReportRow
+from catalog_service.progress import (
+    ProgressTrail,
+    current_progress,
+    plan_text_progress,
+    progress_trail,
+    stale_from,
+)
+from shared.contracts.catalog import CommitmentDocument, ConditionType, CurrentProgress, ProgressStatus
+from shared.db import table_of
 from shared.messaging_models import as_utc
+
+DEFAULT_STALE_AFTER = timedelta(days=180)
 
 
 class CommitmentRead(CommitmentDocument):
     revision: int
     updated_at: datetime
+    progress: CurrentProgress
 
 
 class PillarCount(BaseModel):
@@ -57,6 +76,13 @@ class CommitmentView:
     read: CommitmentRead
     json: bytes
     search_text: str  # lower-cased text, section and condition words, for `q`
+    # When it goes stale unless something is reported (None: its status cannot).
+    stale_from: datetime | None = None
+    trail: ProgressTrail = ProgressTrail()
+    content_hash: str = ""
+
+    def stale_at(self, now: datetime) -> bool:
+        return self.stale_from is not None and self.stale_from <= now
 
 
 @dataclass(frozen=True)
@@ -71,6 +97,9 @@ class CommitmentFilter:
     kind: str | None = None
     sector: str | None = None
     q: str | None = None
+    status: ProgressStatus | None = None
+    stale: bool | None = None
+    now: datetime | None = None  # the time `stale` is judged at
 
     def matches(self, view: CommitmentView) -> bool:
         commitment = view.read
@@ -92,6 +121,13 @@ class CommitmentFilter:
             return False
         if self.sector is not None and self.sector not in commitment.sectors:
             return False
+        if self.status is not None and commitment.progress.status != self.status:
+            return False
+        if self.stale is not None:
+            if self.now is None:
+                raise ValueError("filtering by staleness needs the time")
+            if view.stale_at(self.now) != self.stale:
+                return False
         return self.q is None or self.q.lower() in view.search_text
 
 
@@ -105,9 +141,20 @@ class CatalogSnapshot:
     fingerprint: str
     by_pillar_and_condition: dict[tuple[int, str], int] = field(default_factory=dict)
     # Rendered list pages by raw query string. The snapshot never changes, so a
-    # page never goes stale; a new snapshot starts with an empty cache.
+    # page never goes stale; a new snapshot starts with an empty cache. A page
+    # that filters by staleness is remembered under its query and
+    # `stale_count(now)`, which tells apart every set of stale commitments.
     page_cache: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
     page_cache_size: int = 1024
+    stale_after: timedelta = DEFAULT_STALE_AFTER
+    # The moments commitments go stale, sorted: how many have passed by a time.
+    stale_thresholds: tuple[datetime, ...] = ()
+    # Each commitment's revision: what a refresh compares with the database.
+    revisions: dict[str, int] = field(default_factory=dict)
+    plan_hashes: dict[str, str] = field(default_factory=dict)
+
+    def stale_count(self, now: datetime) -> int:
+        return bisect.bisect_right(self.stale_thresholds, now)
 
     def cached_page(self, query_string: bytes) -> tuple[bytes, str] | None:
         return self.page_cache.get(query_string)
@@ -124,20 +171,65 @@ class CatalogSnapshot:
         return [view for view in self.commitments if view.read.plan_id == plan_id]
 
 
-def load_snapshot(engine: Engine) -> CatalogSnapshot:
+_REPORTS = table_of(ProgressReportRow)
+_COMMITMENTS = table_of(CommitmentRow)
+_PLANS = table_of(PlanRow)
+# What a refresh compares: a small query, run every few seconds.
+_REVISIONS = core_select(_COMMITMENTS.c.id, _COMMITMENTS.c.revision, _COMMITMENTS.c.content_hash)
+_PLAN_HASHES = core_select(_PLANS.c.id, _PLANS.c.content_hash)
+# What views need of reports: not the summaries.
+_REPORT_FACTS = core_select(
+    _REPORTS.c.seq, _REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status, _REPORTS.c.as_of,
+    _REPORTS.c.reported_at, _REPORTS.c.supersedes, _REPORTS.c.evidence,
+)
+
+
+def reports_by_commitment(session: Session, commitment_ids: Iterable[str] | None = None) -> dict[str, list]:
+    """The facts of the reports (not their summaries), by commitment id."""
+    statement = _REPORT_FACTS
+    if commitment_ids is not None:
+        statement = statement.where(_REPORTS.c.commitment_id.in_(list(commitment_ids)))
+    grouped: dict[str, list] = defaultdict(list)
+    for report in session.execute(statement):
+        grouped[report.commitment_id].append(report)
+    return grouped
+
+
+def build_view(row: CommitmentRow, reports: list, adopted: date, stale_after: timedelta) -> CommitmentView:
+    """A commitment as served, with the progress its reports give."""
+    document = CommitmentDocument.model_validate(row.document)
+    progress = current_progress(reports, plan_text_progress(document, adopted))
+    trail = progress_trail(reports, {report.id: report.evidence for report in reports})
+    read = CommitmentRead.model_validate(
+        row.document | {"revision": row.revision, "updated_at": as_utc(row.updated_at), "progress": progress}
+    )
+    search_text = " ".join([read.text, read.section, read.condition.text or ""]).lower()
+    return CommitmentView(
+        read=read, json=read.model_dump_json().encode(), search_text=search_text,
+        stale_from=stale_from(progress, trail.last_reported_at, adopted, stale_after), trail=trail,
+        content_hash=row.content_hash,
+    )
+
+
+def _fingerprint(views: Iterable[CommitmentView], plan_hashes: dict[str, str]) -> str:
+    parts = [f"{view.read.id}:{view.content_hash}:{view.read.revision}" for view in views]
+    parts += [f"{plan_id}:{digest}" for plan_id, digest in plan_hashes.items()]
+    return hashlib.sha256("|".join(sorted(parts)).encode()).hexdigest()[:24]
+
+
+def _stale_thresholds(views: Iterable[CommitmentView]) -> tuple[datetime, ...]:
+    return tuple(sorted(view.stale_from for view in views if view.stale_from is not None))
+
+
+def load_snapshot(engine: Engine, *, stale_after: timedelta = DEFAULT_STALE_AFTER) -> CatalogSnapshot:
     with Session(engine) as session:
         plan_rows = session.exec(select(PlanRow).order_by(col(PlanRow.adopted), col(PlanRow.id))).all()
         commitment_rows = session.exec(select(CommitmentRow)).all()
         agency_rows = session.exec(select(AgencyRow).order_by(col(AgencyRow.id))).all()
+        reports = reports_by_commitment(session)
 
-    views = []
-    for commitment_row in commitment_rows:
-        read = CommitmentRead.model_validate(
-            commitment_row.document
-            | {"revision": commitment_row.revision, "updated_at": as_utc(commitment_row.updated_at)}
-        )
-        search_text = " ".join([read.text, read.section, read.condition.text or ""]).lower()
-        views.append(CommitmentView(read=read, json=read.model_dump_json().encode(), search_text=search_text))
+    adopted = {row.id: row.adopted for row in plan_rows}
+    views = [build_view(row, reports.get(row.id, []), adopted[row.plan_id], stale_after) for row in commitment_rows]
     plan_order = {row.id: position for position, row in enumerate(plan_rows)}
     views.sort(key=lambda view: (plan_order.get(view.read.plan_id, 0), view.read.source.start))
 
@@ -176,16 +268,51 @@ def load_snapshot(engine: Engine) -> CatalogSnapshot:
                    responsible_for=responsible_counts.get(row.id, 0))
         for row in agency_rows
     ]
-    fingerprint = hashlib.sha256(
-        "|".join(sorted([f"{row.id}:{row.content_hash}" for row in commitment_rows]
-                        + [f"{row.id}:{row.content_hash}" for row in plan_rows])).encode()
-    ).hexdigest()[:24]
+    plan_hashes = {row.id: row.content_hash for row in plan_rows}
     return CatalogSnapshot(
         plans=plans,
         source_texts={row.id: row.source_text for row in plan_rows},
         commitments=views,
         by_id={view.read.id: view for view in views},
         agencies=agencies,
-        fingerprint=fingerprint,
+        fingerprint=_fingerprint(views, plan_hashes),
         by_pillar_and_condition=by_pillar_and_condition,
+        stale_after=stale_after,
+        stale_thresholds=_stale_thresholds(views),
+        revisions={view.read.id: view.read.revision for view in views},
+        plan_hashes=plan_hashes,
+    )
+
+
+def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapshot:
+    """The snapshot as the database has it now: the same object when nothing
+    changed; the commitments whose revision moved rebuilt when only that
+    happened (progress reports); else loaded anew (a sync changed the plans)."""
+    with Session(engine) as session:
+        revisions = {row.id: (row.revision, row.content_hash) for row in session.execute(_REVISIONS)}
+        plan_hashes = {row.id: row.content_hash for row in session.execute(_PLAN_HASHES)}
+        if plan_hashes != snapshot.plan_hashes or set(revisions) != set(snapshot.revisions):
+            return load_snapshot(engine, stale_after=snapshot.stale_after)
+        moved = [commitment_id for commitment_id, (revision, _) in revisions.items()
+                 if revision != snapshot.revisions[commitment_id]]
+        if not moved:
+            return snapshot
+        if any(revisions[commitment_id][1] != snapshot.by_id[commitment_id].content_hash
+               for commitment_id in moved):
+            return load_snapshot(engine, stale_after=snapshot.stale_after)  # the text changed, not only progress
+        rows = session.exec(select(CommitmentRow).where(col(CommitmentRow.id).in_(moved))).all()
+        reports = reports_by_commitment(session, moved)
+    renewed = {
+        row.id: build_view(row, reports.get(row.id, []), snapshot.plans[row.plan_id].adopted, snapshot.stale_after)
+        for row in rows
+    }
+    views = [renewed.get(view.read.id, view) for view in snapshot.commitments]
+    return dataclasses.replace(
+        snapshot,
+        commitments=views,
+        by_id={view.read.id: view for view in views},
+        fingerprint=_fingerprint(views, snapshot.plan_hashes),
+        page_cache={},
+        stale_thresholds=_stale_thresholds(views),
+        revisions={view.read.id: view.read.revision for view in views},
     )

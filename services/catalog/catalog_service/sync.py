@@ -1,11 +1,17 @@
 """Bring the database in line with the configured plan files, and publish
 exactly what changed: new and changed commitments as their full state, removed
-ones as tombstones, all through the outbox in the same transaction."""
+ones as tombstones, all through the outbox in the same transaction.
+
+Each published state carries the commitment's current progress (from its
+reports, else as its text reads). A commitment whose last record was
+published before progress was tracked is published once more to carry it."""
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, text
@@ -14,6 +20,8 @@ from sqlmodel import Session, col, select
 
 from catalog_service.models import AgencyRow, CommitmentRow, PlanRow
 from catalog_service.plan_files import LoadedPlan
+from catalog_service.progress import current_progress, plan_text_progress
+from catalog_service.snapshot import reports_by_commitment
 from shared.contracts.catalog import (
     CATALOG_SOURCE,
     COMMITMENT_PUBLISHED,
@@ -34,12 +42,14 @@ _SYNC_LOCK_ID = 4_206_0001
 class SyncReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
+    # Unchanged, published again only to carry their progress.
+    republished: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
 
     @property
     def published(self) -> int:
-        return len(self.created) + len(self.updated) + len(self.removed)
+        return len(self.created) + len(self.updated) + len(self.republished) + len(self.removed)
 
 
 def content_hash(value: object) -> str:
@@ -47,15 +57,20 @@ def content_hash(value: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
+def sync_plans(engine: Engine, plans: list[LoadedPlan], clock: Callable[[], datetime] = utcnow) -> SyncReport:
     report = SyncReport()
-    now = utcnow()
+    now = clock()
     with Session(engine) as session:
+        stored_rows = select(CommitmentRow)
         if not is_sqlite(str(engine.url)):
             # Replicas starting together must not both publish the same change.
             session.execute(text(f"SELECT pg_advisory_xact_lock({_SYNC_LOCK_ID})"))
+            # Nor may a report taken meanwhile lose its revision to this one.
+            stored_rows = stored_rows.with_for_update()
         _sync_agencies(session, plans)
-        stored = {row.id: row for row in session.exec(select(CommitmentRow)).all()}
+        stored = {row.id: row for row in session.exec(stored_rows).all()}
+        reports = reports_by_commitment(session)
+        adopted = {plan.header.id: plan.header.adopted for plan in plans}
         wanted: dict[str, CommitmentDocument] = {}
         for plan in plans:
             _upsert_plan(session, plan, now)
@@ -70,10 +85,14 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
             as_json = document.model_dump(mode="json")
             digest = content_hash(as_json)
             row = stored.get(commitment_id)
+            progress = current_progress(reports.get(commitment_id, []),
+                                        plan_text_progress(document, adopted[document.plan_id]))
             if row is not None and row.content_hash == digest:
-                report.unchanged += 1
-                continue
-            if row is None:
+                if row.progress is not None:
+                    report.unchanged += 1
+                    continue
+                report.republished.append(commitment_id)
+            elif row is None:
                 row = CommitmentRow(id=commitment_id, plan_id=document.plan_id, pillar=0, section_code="", kind="",
                                     condition_type="", document={}, content_hash="", revision=0)
                 report.created.append(commitment_id)
@@ -86,10 +105,12 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
             row.condition_type = document.condition.type
             row.document = as_json
             row.content_hash = digest
+            row.progress = progress.model_dump(mode="json")
             row.revision += 1
             row.updated_at = now
             session.add(row)
-            published = CommitmentPublished(revision=row.revision, updated_at=now, commitment=document)
+            published = CommitmentPublished(revision=row.revision, updated_at=now, commitment=document,
+                                            progress=progress)
             changes.append(NewEvent(
                 topic=CATALOG_COMMITMENTS.name, key=commitment_id, type=COMMITMENT_PUBLISHED, source=CATALOG_SOURCE,
                 subject=commitment_id, data=published.model_dump(mode="json"), time=now,
@@ -109,10 +130,11 @@ def sync_plans(engine: Engine, plans: list[LoadedPlan]) -> SyncReport:
         session.execute(delete(PlanRow).where(col(PlanRow.id).not_in(wanted_plans)))
         session.commit()
     log.info(
-        "catalog synced: %d created, %d updated, %d removed, %d unchanged",
-        len(report.created), len(report.updated), len(report.removed), report.unchanged,
+        "catalog synced: %d created, %d updated, %d republished with progress, %d removed, %d unchanged",
+        len(report.created), len(report.updated), len(report.republished), len(report.removed), report.unchanged,
     )
     return report
+
 
 
 def _upsert_plan(session: Session, plan: LoadedPlan, now) -> None:

@@ -11,7 +11,12 @@ from notifications_service.models import COORDINATORS
 from shared.contracts.registry import BY_TYPE
 
 RULES_FILE = Path(__file__).parent / "routing.yaml"
-RecipientKind = Literal["responsible_agencies", "requesting_agency", "coordinators", "required_countries"]
+RecipientKind = Literal[
+    "responsible_agencies", "requesting_agency", "coordinators", "required_countries", "beneficiary_countries"
+]
+# Kinds that name countries, read from the data field of the same name: each
+# country resolves to every agency known for it.
+COUNTRY_KINDS = frozenset({"required_countries", "beneficiary_countries"})
 
 
 class Rule(BaseModel):
@@ -53,7 +58,7 @@ def recipients_for(
                 recipients.append(agency)
         elif kind == "coordinators":
             recipients.append(COORDINATORS)
-        elif kind == "required_countries":
-            for country in data.get("required_countries", []):
+        elif kind in COUNTRY_KINDS:
+            for country in data.get(kind, []):
                 recipients.extend(sorted(agencies_of_country(country)))
     return list(dict.fromkeys(recipients))

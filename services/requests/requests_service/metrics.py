@@ -1,7 +1,10 @@
+from datetime import UTC, datetime, timedelta
+
 from prometheus_client import Counter, Gauge
 from sqlmodel import Session, col, func, select
 
 from requests_service.models import OfferActivationRow, OfferRow, RequestRow
+from requests_service.staleness import WAITING_STATUSES
 
 REQUESTS_SUBMITTED = Counter("caj_requests_submitted_total", "Requests accepted", ["country"])
 REQUESTS_REFUSED = Counter("caj_requests_refused_total", "Requests refused, by reason", ["reason"])
@@ -9,6 +12,10 @@ REQUESTS_BY_STATUS = Gauge("caj_requests_by_status", "Requests in each lifecycle
 OFFERS_ACTIVATED = Gauge(
     "caj_offers_activated", "Conditional offers activated (for at least one country), by condition type",
     ["condition_type"],
+)
+REQUESTS_STALE = Gauge(
+    "caj_requests_stale", "Requests waiting on someone whose status has not changed for the staleness period",
+    ["status"],
 )
 STATUSES = (
     "submitted", "under_review", "info_requested", "approved", "in_progress", "fulfilled", "declined", "withdrawn"
@@ -28,3 +35,15 @@ def refresh(session: Session) -> None:
     counts = dict(activated)
     for condition_type in ("on_request", "joint_interest", "regional_agreement", "evidence"):
         OFFERS_ACTIVATED.labels(condition_type).set(counts.get(condition_type, 0))
+
+
+def refresh_stale(session: Session, *, now: datetime, stale_after: timedelta) -> None:
+    """Stale requests by status, at `now` by the service's clock."""
+    stale_before = now.astimezone(UTC) - stale_after  # SQLite compares timestamps as UTC text
+    by_status = dict(session.exec(
+        select(RequestRow.status, func.count())
+        .where(col(RequestRow.status).in_(WAITING_STATUSES), col(RequestRow.status_since) <= stale_before)
+        .group_by(RequestRow.status)
+    ).all())
+    for status in WAITING_STATUSES:
+        REQUESTS_STALE.labels(status).set(by_status.get(status, 0))

@@ -38,7 +38,10 @@ class OfferRow(RequestsTable, table=True):
 
 class RequestRow(RequestsTable, table=True):
     __tablename__ = "requests"
-    __table_args__ = (Index("ix_requests_country_status", "country", "status"),)
+    __table_args__ = (
+        Index("ix_requests_country_status", "country", "status"),
+        Index("ix_requests_status_since", "status", "status_since"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     commitment_id: str = Field(max_length=100, index=True)
@@ -51,6 +54,11 @@ class RequestRow(RequestsTable, table=True):
     created_by_key: str = Field(max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
+    # When the request entered its current status: staleness counts from here.
+    status_since: datetime = Field(default_factory=utcnow, sa_type=_timestamp())
+    # The last staleness period announced for the current status (0: none);
+    # a status change sets it back to 0.
+    stale_period: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RequestHistoryRow(RequestsTable, table=True):

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -44,6 +44,7 @@ from requests_service.service import (
     transition_request,
     visible_requests_filter,
 )
+from requests_service.staleness import Clock
 from shared.contracts.catalog import CountryCode
 from shared.contracts.requests import RequestStatus
 from shared.dependencies import Caller, Page, Runtime, read_session
@@ -53,6 +54,14 @@ from shared.service import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["requests"])
 RequestId = Annotated[str, Path(max_length=36)]
+
+
+async def service_clock(request: Request) -> Clock:
+    return request.app.state.clock
+
+
+# The service's time (an injected clock in tests): status changes start staleness periods.
+ServiceClock = Annotated[Clock, Depends(service_clock)]
 CommitmentId = Annotated[str, Path(max_length=100)]
 
 
@@ -82,6 +91,7 @@ async def create_request(
     runtime: Runtime,
     body: RequestCreate,
     principal: Caller,
+    clock: ServiceClock,
     idempotency_key: Annotated[str | None, Header(max_length=200, description="Repeat a POST safely")] = None,
 ) -> Response:
     require_roles(principal, "partner")
@@ -92,7 +102,7 @@ async def create_request(
             return replay
 
     def work(session: Session) -> tuple[SubmittedRequest, str]:
-        row = submit_request(session, principal=principal, new=NewRequest(**body.model_dump()))
+        row = submit_request(session, principal=principal, new=NewRequest(**body.model_dump()), now=clock())
         response_body = _request_read(row).model_dump_json()
         if idempotency_key:
             session.add(IdempotencyRow(api_key_id=principal.key_id, idempotency_key=idempotency_key,
@@ -193,11 +203,11 @@ def get_request_history(runtime: Runtime, principal: Caller, request_id: Request
                                            "this transition"}, 404: {"description": "No such request"},
                         409: {"description": "Transition not allowed; the allowed ones are listed"},
                         422: {"description": "A decline needs a note"}})
-async def create_transition(runtime: Runtime, principal: Caller, request_id: RequestId,
+async def create_transition(runtime: Runtime, principal: Caller, clock: ServiceClock, request_id: RequestId,
                             body: TransitionCreate) -> RequestRead:
     def work(session: Session) -> RequestRow:
         return transition_request(session, principal=principal, request_id=request_id, to_status=body.to,
-                                  note=body.note)
+                                  note=body.note, now=clock())
 
     return _request_read(await runtime.writer.run(work))
 
@@ -266,7 +276,9 @@ async def _record(runtime: ServiceRuntime, principal: Principal, commitment_id: 
 @router.post("/offers/{commitment_id}/agreements", status_code=201, response_model=ConditionRecordRead,
              summary="Record a regional agreement (coordinators)",
              responses={403: {"description": "Coordinators only"}, 404: {"description": "No such offer"},
-                        409: {"description": "The offer's condition is not a regional agreement"}})
+                        409: {"description": "The offer's condition is not a regional agreement"},
+                        422: {"description": "A party is not among the countries the condition concerns "
+                                             "(not_a_party), or not an ISO 3166-1 alpha-2 code"}})
 async def create_agreement(runtime: Runtime, principal: Caller, commitment_id: CommitmentId,
                            body: AgreementCreate) -> ConditionRecordRead:
     return await _record(runtime, principal, commitment_id, "agreement", body.reference, list(body.parties), body.note)

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.catalog import ConditionType, CountryCode
+from shared.contracts.catalog import ConditionType, CountryCode, IsoCountryCode
 from shared.contracts.requests import RequestStatus
 from shared.messaging_models import UtcDatetime
 
@@ -65,7 +65,8 @@ class AgreementCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     reference: str = Field(min_length=3, max_length=500, description="Where the agreement is written down")
-    parties: list[CountryCode] = Field(min_length=1, max_length=6)
+    # The countries concerned, as the plan's text has them: states outside the Dialogue too.
+    parties: list[IsoCountryCode] = Field(min_length=1, max_length=249, description="ISO 3166-1 alpha-2 codes")
     note: str | None = Field(default=None, max_length=5_000)
 
 
@@ -81,7 +82,7 @@ class ConditionRecordRead(BaseModel):
     commitment_id: str
     kind: Literal["agreement", "evidence"]
     reference: str
-    parties: list[CountryCode]
+    parties: list[IsoCountryCode]
     note: str | None
     recorded_at: UtcDatetime
 

@@ -140,9 +140,12 @@ class SubmittedRequest:
     created_by_key: str
     created_at: datetime
     updated_at: datetime
+    status_since: datetime
 
 
-def submit_request(session: Session, *, principal: Principal, new: NewRequest) -> SubmittedRequest:
+def submit_request(session: Session, *, principal: Principal, new: NewRequest,
+                   now: datetime | None = None) -> SubmittedRequest:
+    """`now`: the time by the service's clock (the wall clock by default)."""
     offer = _lock_offer(session, new.commitment_id)
     country = principal.country or ""
     refusal = refuse_request(terms_of(offer) if offer is not None else None, new.commitment_id, country)
@@ -154,11 +157,11 @@ def submit_request(session: Session, *, principal: Principal, new: NewRequest) -
             )
         raise Invalid(refusal.reason, refusal.title, refusal.detail, **extensions)
     assert offer is not None
-    now = utcnow()
+    now = now or utcnow()
     request = SubmittedRequest(
         id=str(uuid.uuid4()), commitment_id=offer.commitment_id, country=country, agency_id=principal.agency_id or "",
         title=new.title, description=new.description, reference=new.reference, status="submitted",
-        created_by_key=principal.key_id, created_at=now, updated_at=now,
+        created_by_key=principal.key_id, created_at=now, updated_at=now, status_since=now,
     )
     session.connection().execute(_INSERT_REQUEST, vars(request))  # asdict() deep-copies
     _record_history(session, request_id=request.id, at=now, principal=principal, from_status=None,
@@ -210,7 +213,8 @@ def _activate(session: Session, offer, *, countries: tuple[str, ...], trigger: s
 
 
 def transition_request(
-    session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None
+    session: Session, *, principal: Principal, request_id: str, to_status: str, note: str | None,
+    now: datetime | None = None,
 ) -> RequestRow:
     request = session.get(RequestRow, request_id)
     if request is None or not can_see(session, principal, request):
@@ -232,10 +236,13 @@ def transition_request(
     if transition_needs_note(to_status) and not (note and note.strip()):
         raise Invalid("note_required", "A reason is required",
                       f"Moving a request to {to_status} needs a note saying why.")
-    now = utcnow()
+    now = now or utcnow()
     from_status = request.status
     request.status = to_status
     request.updated_at = now
+    # A new status: staleness counts again from now.
+    request.status_since = now
+    request.stale_period = 0
     session.add(request)
     _record_history(session, request_id=request.id, at=now, principal=principal, from_status=from_status,
                     to_status=to_status, note=note)

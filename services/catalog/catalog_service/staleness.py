@@ -1,0 +1,205 @@
+"""Stale commitments, announced once per staleness period.
+
+A commitment is stale when its current status is `implementation` and
+nothing has been reported on it for `stale_after` (CATALOG_STALE_AFTER_DAYS),
+counted from its last report, or from the plan's adoption when nobody has
+reported. An activated offer (requests.events, through the read model in
+activations.py) that is not closed, cancelled, suspended or in finalisation is
+stale on the same terms, counted from its last report or its first
+activation, whichever is later.
+
+Periods are counted from that moment (`since`, see shared/periods.py), and
+each is announced by one `commitment.stale.v1` event on catalog.progress, the
+way the requests service announces stale requests: the period is claimed
+with a conditional write on the commitment's `commitment_staleness` row (still
+as the check read it) in the same transaction that stages the event, so
+neither a second replica nor a check run again after a crash announces it
+twice. A new report moves `since`, and counting starts again from period 1.
+"""
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+
+from prometheus_client import Gauge
+from sqlalchemy import func, update
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from catalog_service.models import CommitmentActivityRow, CommitmentRow, CommitmentStalenessRow, PlanRow
+from catalog_service.progress import STALE_STATUS, current_progress, last_reported_at, plan_text_progress
+from catalog_service.snapshot import reports_by_commitment
+from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_STALE, CommitmentDocument, CommitmentStale
+from shared.db import table_of
+from shared.group_commit import GroupCommitWriter
+from shared.messaging_models import as_utc
+from shared.outbox import NewEvent, stage_events
+from shared.periods import period_start, staleness_period
+from shared.topics import CATALOG_PROGRESS
+from shared.workers import SupervisedWorker
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# An activated offer in one of these is still expected to report.
+ACTIVATED_STILL_OPEN = ("pipeline", "implementation")
+CLAIM_BATCH = 200
+
+STALE_COMMITMENTS = Gauge(
+    "caj_catalog_stale_commitments",
+    "Commitments in implementation (or activated offers) with nothing reported for the staleness period, by pillar",
+    ["pillar"],
+)
+
+_STALENESS = table_of(CommitmentStalenessRow)
+_ACTIVITY = table_of(CommitmentActivityRow)
+_FIRST_ACTIVATION = (core_select(_ACTIVITY.c.commitment_id, func.min(_ACTIVITY.c.occurred_at))
+                     .where(_ACTIVITY.c.kind == "offer_activated").group_by(_ACTIVITY.c.commitment_id))
+@dataclass(frozen=True)
+class StaleCommitment:
+    """A commitment stale now, and the row of its last announced period as stored."""
+
+    event: CommitmentStale
+    since: datetime
+    claimed: tuple[datetime, int] | None  # (since, period) as the database gave them; None: no row yet
+
+    @property
+    def due(self) -> bool:
+        """Its current period is not announced yet."""
+        if self.claimed is None:
+            return True
+        since, period = self.claimed
+        return as_utc(since) != self.since or period < self.event.period
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def stale_commitments(read_engine: Engine, now: datetime, stale_after: timedelta) -> list[StaleCommitment]:
+    """Every commitment stale at `now`, from the database (whichever replica wrote it)."""
+    with Session(read_engine) as session:
+        adopted = {plan.id: plan.adopted for plan in session.exec(select(PlanRow)).all()}
+        commitments = session.exec(select(CommitmentRow)).all()
+        reports = reports_by_commitment(session)
+        activated = {commitment_id: as_utc(first) for commitment_id, first in session.execute(_FIRST_ACTIVATION)}
+        claimed = {row.commitment_id: (row.since, row.period) for row in session.execute(core_select(_STALENESS))}
+    stale = []
+    for row in commitments:
+        document = CommitmentDocument.model_validate(row.document)
+        own = reports.get(row.id, [])
+        progress = current_progress(own, plan_text_progress(document, adopted[row.plan_id]))
+        last = last_reported_at(own)
+        starts: list[datetime] = []
+        if progress.status == STALE_STATUS:
+            starts.append(last or _midnight(adopted[row.plan_id]))
+        if row.id in activated and progress.status in ACTIVATED_STILL_OPEN:
+            starts += [activated[row.id], *([last] if last else [])]
+        if not starts:
+            continue
+        since = max(starts)
+        period = staleness_period(since, now, stale_after)
+        if period < 1:
+            continue
+        stale.append(StaleCommitment(
+            event=CommitmentStale(
+                commitment_id=row.id, plan_id=row.plan_id, pillar=document.pillar.number, status=progress.status,
+                last_reported_at=last, stale_since=period_start(since, period, stale_after), period=period,
+                responsible_agencies=[agency.id for agency in document.responsible_agencies],
+            ),
+            since=since, claimed=claimed.get(row.id),
+        ))
+    return stale
+
+
+def _claim(session: Session, item: StaleCommitment) -> bool:
+    """Take the item's period: True when this transaction is the one to announce
+    it. The compare-and-set matches only while the row is as the check read it
+    (or, with no row yet, while there is none); on PostgreSQL a second claimer
+    waits for the first one's row lock, then finds the row changed."""
+    connection = session.connection()
+    values = {"since": item.since, "period": item.event.period}
+    if item.claimed is None:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        insert = (dialect.insert(_STALENESS).values(commitment_id=item.event.commitment_id, **values)
+                  .on_conflict_do_nothing(index_elements=["commitment_id"])
+                  .returning(_STALENESS.c.commitment_id))  # a row back: this insert took it
+        return connection.execute(insert).first() is not None
+    since, period = item.claimed
+    claim = (update(_STALENESS)
+             .where(_STALENESS.c.commitment_id == item.event.commitment_id, _STALENESS.c.since == since,
+                    _STALENESS.c.period == period)
+             .values(**values))
+    return connection.execute(claim).rowcount == 1
+
+
+def _claim_and_stage(session: Session, due: Sequence[StaleCommitment], now: datetime) -> list[CommitmentStale]:
+    claimed = [item.event for item in due if _claim(session, item)]
+    stage_events(session, [
+        NewEvent(topic=CATALOG_PROGRESS.name, key=event.commitment_id, type=COMMITMENT_STALE, source=CATALOG_SOURCE,
+                 subject=event.commitment_id, data=event.model_dump(mode="json"), time=now)
+        for event in claimed
+    ])
+    return claimed
+
+
+def record_stale_gauge(stale: Sequence[StaleCommitment]) -> None:
+    by_pillar = Counter(item.event.pillar for item in stale)
+    STALE_COMMITMENTS.clear()
+    for pillar in range(1, 6):
+        STALE_COMMITMENTS.labels(str(pillar)).set(by_pillar.get(pillar, 0))
+
+
+async def check_stale_commitments(*, writer: GroupCommitWriter, read_engine: Engine, now: datetime,
+                                  stale_after: timedelta) -> list[CommitmentStale]:
+    """Announce each commitment whose current staleness period is not
+    announced yet; returns what this call announced."""
+    now = now.astimezone(UTC)
+    stale = await asyncio.to_thread(stale_commitments, read_engine, now, stale_after)
+    record_stale_gauge(stale)
+    due = [item for item in stale if item.due]
+    announced: list[CommitmentStale] = []
+    for start in range(0, len(due), CLAIM_BATCH):
+        batch = due[start:start + CLAIM_BATCH]
+        announced.extend(await writer.run(partial(_claim_and_stage, due=batch, now=now)))
+    return announced
+
+
+class StaleCommitmentsWatch:
+    """Checks for stale commitments every `interval` seconds, as a supervised
+    worker: a failed check restarts it with backoff, and /readyz names it meanwhile."""
+
+    def __init__(self, *, writer: GroupCommitWriter, read_engine: Engine, clock: Clock, stale_after: timedelta,
+                 interval: float) -> None:
+        self.writer = writer
+        self.read_engine = read_engine
+        self.clock = clock
+        self.stale_after = stale_after
+        self.interval = interval
+        self.completed_checks = 0  # for logs and tests: checks run to the end
+        self.worker = SupervisedWorker("stale-commitments", self._run)
+
+    async def check(self) -> list[CommitmentStale]:
+        announced = await check_stale_commitments(writer=self.writer, read_engine=self.read_engine,
+                                                  now=self.clock(), stale_after=self.stale_after)
+        self.completed_checks += 1
+        if announced:
+            log.info("announced %d stale commitments", len(announced))
+        return announced
+
+    async def _run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
