@@ -25,16 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from catalog_service.models import CommitmentActivityRow, PlanRow, ProgressReportRow, ReviewMeetingRow
 from catalog_service.progress import effective_reports, plan_text_progress
-from catalog_service.reporting import _printable
+from catalog_service.reporting import Text
 from catalog_service.snapshot import CatalogSnapshot, CommitmentView
 from shared.contracts.catalog import PROGRESS_STATUSES, ProgressStatus
 from shared.db import table_of
@@ -45,8 +44,6 @@ from shared.messaging_models import UtcDatetime, as_utc
 DIALOGUE_MEETINGS_FILE = Path(__file__).parent / "plans" / "dialogue-meetings.json"
 KIND_TITLES = {"foreign_ministers": "Foreign Ministers' Meeting", "senior_officials": "Senior Officials' Meeting"}
 STATUS_ORDER: tuple[ProgressStatus, ...] = tuple(sorted(PROGRESS_STATUSES, key=PROGRESS_STATUSES.__getitem__))  # type: ignore[arg-type]
-
-Text = Annotated[str, AfterValidator(_printable)]
 
 
 # -- the meetings ------------------------------------------------------------------
