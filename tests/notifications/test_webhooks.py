@@ -87,7 +87,12 @@ def register(api: httpx.Client, agency: Agency, url: str, **extra) -> httpx.Resp
     every agency of a country (progress reports, to the agencies of the
     countries a commitment benefits)."""
     body = {"url": url, "event_types": [REQUEST_STATUS_CHANGED]} | extra
-    return api.put(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key), json=body)
+    # A new key reaches the service through identity.keys: until then it is unknown (401).
+    deadline = time.monotonic() + 30
+    while (response := api.put(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key),
+                               json=body)).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return response
 
 
 def status_changed(bootstrap: str, agency: Agency, *, to_status: str = "under_review") -> str:
