@@ -12,7 +12,10 @@ recorded some days to a year later, one in twenty a correction; each
 commitment's stored current progress is set from them, as the write path
 does. The review is the last loaded Dialogue meeting (16th Senior Officials'
 Meeting, 2024-05-14), so most reports count and the previous review's date
-(2022-12-24) is computed as well. The CSV form is fetched and timed once.
+(2022-12-24) is computed as well. The CSV form is fetched 5 times and the
+JSON form 20 times one request at a time (latency without queueing), before
+the wrk rounds; wrk's latencies at 8 connections include queueing behind
+the report's ~0.2 s of work per request.
 
 Usage: .venv/bin/python -m bench.review_report [--reports 10000] [--seconds 10] [--connections 8] [--rounds 3]
 """
@@ -155,12 +158,16 @@ def main() -> None:
         assert len(httpx.get(targets["catalog /v1/commitments?limit=50"]).json()["items"]) == 50
         for url in targets.values():
             wrk(url, 2, args.connections)  # warm-up
-        csv_times = []
+        csv_times, json_times = [], []
         for _ in range(5):
             began = time.perf_counter()
             csv = httpx.get(f"{targets['review report (JSON)']}?format=csv", timeout=60)
             csv_times.append((time.perf_counter() - began) * 1000)
             csv.raise_for_status()
+        for _ in range(20):  # without wrk's queueing: what one reader waits
+            began = time.perf_counter()
+            httpx.get(targets["review report (JSON)"], timeout=60).raise_for_status()
+            json_times.append((time.perf_counter() - began) * 1000)
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):  # interleaved, so drift in machine load hits both alike
             for name, url in targets.items():
@@ -172,6 +179,8 @@ def main() -> None:
 
     print(f"CSV form: {len(csv.content)} bytes, {csv.text.count(chr(10)) - 1} rows, one request at a time: "
           f"first {csv_times[0]:.1f} ms, median of 5 {statistics.median(csv_times):.1f} ms")
+    print(f"JSON form, one request at a time: median of 20 {statistics.median(json_times):.1f} ms, "
+          f"max {max(json_times):.1f} ms")
     print(f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds, medians")
     medians = {name: tuple(statistics.median(run[index] for run in runs) for index in range(3))
                for name, runs in results.items()}
