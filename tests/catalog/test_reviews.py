@@ -119,6 +119,17 @@ def test_a_correction_replaces_the_report_it_supersedes_at_every_review(engine):
     assert item(report_of(engine, FM3), FIRST).last_report.id == right
 
 
+def test_a_correction_dated_after_the_review_still_withdraws_the_report_it_corrects(engine):
+    """The correction itself is about a later day, so it does not count at
+    FM3; but the report it corrects was wrong, so it does not count either."""
+    earlier = report(engine, FIRST, "implementation", "2008-03-01")
+    wrong = report(engine, FIRST, "closed", "2009-01-15", summary="Closed too early.")
+    assert item(report_of(engine, FM3), FIRST).last_report.id == wrong
+    report(engine, FIRST, "implementation", "2012-02-01", supersedes=wrong)
+    at_fm3 = item(report_of(engine, FM3), FIRST)
+    assert (at_fm3.status, at_fm3.last_report.id) == ("implementation", earlier)
+
+
 def test_counts_by_pillar_and_what_changed_since_the_previous_review(engine):
     report(engine, FIRST, "implementation", "2009-01-15")
     report(engine, FIRST, "closed", "2011-05-01")

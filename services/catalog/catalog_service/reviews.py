@@ -22,9 +22,9 @@ import json
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select as core_select
@@ -198,9 +198,9 @@ class ReviewReport(BaseModel):
     pillars: list[PillarAtReview]
 
 
-@dataclass(frozen=True)
-class _Report:
-    """What the report reads of a progress report."""
+class _Report(NamedTuple):
+    """What the report reads of a progress report: a plain tuple, whose fields
+    read several times faster than a database row's in the rule's sorting."""
 
     seq: int | None
     id: str
@@ -209,22 +209,37 @@ class _Report:
     as_of: date
     reported_at: datetime
     supersedes: str | None
-    summary: str
 
 
 _REPORTS = table_of(ProgressReportRow)
 _ACTIVITY = table_of(CommitmentActivityRow)
 
 
-def _counted_reports(session: Session, commitment_ids: Sequence[str]) -> dict[str, list[_Report]]:
-    """Each commitment's reports that count (corrections applied), in the
-    order of the current-status rule."""
-    grouped: dict[str, list[_Report]] = defaultdict(list)
+def _counted_reports(session: Session, commitment_ids: Sequence[str], until: date) -> dict[str, list[_Report]]:
+    """Each commitment's reports as of `until` or earlier that count
+    (corrections applied), in the order of the current-status rule.
+
+    Only what a report on `until` can show is read: later reports only for
+    the reports they correct (a correction replaces what it supersedes, whatever
+    its own date), and summaries apart (see _summaries). With 10,000 reports,
+    reading every column of every row was most of the report's time."""
+    among = _REPORTS.c.commitment_id.in_(list(commitment_ids))
     statement = core_select(_REPORTS.c.seq, _REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status,
-                            _REPORTS.c.as_of, _REPORTS.c.reported_at, _REPORTS.c.supersedes, _REPORTS.c.summary)
-    for row in session.execute(statement.where(_REPORTS.c.commitment_id.in_(list(commitment_ids)))):
-        grouped[row.commitment_id].append(_Report(*row))
-    return {commitment_id: effective_reports(reports) for commitment_id, reports in grouped.items()}  # type: ignore[misc]
+                            _REPORTS.c.as_of, _REPORTS.c.reported_at, _REPORTS.c.supersedes)
+    corrected_later = set(session.scalars(core_select(_REPORTS.c.supersedes).where(
+        among, _REPORTS.c.as_of > until, _REPORTS.c.supersedes.is_not(None))))
+    grouped: dict[str, list[_Report]] = defaultdict(list)
+    for row in session.execute(statement.where(among, _REPORTS.c.as_of <= until)).all():
+        grouped[row.commitment_id].append(_Report._make(row))
+    # Filtered after the rule, so that a report corrected later still removes the one it corrected.
+    return {commitment_id: [report for report in effective_reports(reports) if report.id not in corrected_later]  # type: ignore[misc]
+            for commitment_id, reports in grouped.items()}
+
+
+def _summaries(session: Session, report_ids: Sequence[str]) -> dict[str, str]:
+    """The summaries of the reports the report shows (one per commitment at most)."""
+    statement = core_select(_REPORTS.c.id, _REPORTS.c.summary).where(_REPORTS.c.id.in_(list(report_ids)))
+    return {row.id: row.summary for row in session.execute(statement)}
 
 
 def _last_counted(reports: Sequence[_Report], day: date) -> _Report | None:
@@ -276,14 +291,17 @@ def review_report(session: Session, snapshot: CatalogSnapshot, plan_id: str, rev
     review, previous = reviews[position], (reviews[position - 1] if position > 0 else None)
     views = snapshot.commitments_of(plan_id)
     ids = [view.read.id for view in views]
-    reports = _counted_reports(session, ids)
+    reports = _counted_reports(session, ids, review.date)
     activity = _activity_until(session, ids, review.date)
 
     pillars = {pillar.number: PillarAtReview(number=pillar.number, name=pillar.name, counts={}, changes=[],
                                              commitments=[]) for pillar in plan.pillars}
+    at_review = {view.read.id: _status_on(view, reports.get(view.read.id, []), plan.adopted, review.date)
+                 for view in views}
+    summaries = _summaries(session, [last.id for *_, last in at_review.values() if last is not None])
     for view in views:
         own = reports.get(view.read.id, [])
-        status, source, as_of, last = _status_on(view, own, plan.adopted, review.date)
+        status, source, as_of, last = at_review[view.read.id]
         if previous is not None:
             before = _status_on(view, own, plan.adopted, previous.date)[0]
         else:
@@ -294,8 +312,8 @@ def review_report(session: Session, snapshot: CatalogSnapshot, plan_id: str, rev
             id=view.read.id, section_code=view.read.section_code, kind=view.read.kind,
             condition_type=view.read.condition.type, status=status, status_source=source, status_as_of=as_of,
             previous_status=before,
-            last_report=LastReport(id=last.id, status=last.status, as_of=last.as_of,
-                                   summary=last.summary, reported_at=as_utc(last.reported_at)) if last else None,
+            last_report=LastReport(id=last.id, status=last.status, as_of=last.as_of, summary=summaries[last.id],
+                                   reported_at=as_utc(last.reported_at)) if last else None,
             requests=requests, activations=activations,
         ))
         if before != status:
