@@ -118,6 +118,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"kafka: {kafka}; {postgres}", reference]
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    # `-q` hides the header: what was deselected, and why, is said again at the end.
+    if not REFERENCE_COPY.is_dir() or not POSTGRES_URL:
+        for line in pytest_report_header(config):
+            if "deselected" in line:
+                terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def postgres_database_url(database_url: str) -> str:
     return database_url
