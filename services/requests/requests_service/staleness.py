@@ -33,9 +33,8 @@ from shared.db import table_of
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc
 from shared.outbox import NewEvent, stage_events
-from shared.periods import period_start, staleness_period
+from shared.periods import StalenessWatch, period_start, staleness_period
 from shared.topics import REQUESTS_EVENTS
-from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
@@ -122,36 +121,12 @@ async def check_stale_requests(*, writer: GroupCommitWriter, read_engine: Engine
     return announced
 
 
-class StaleRequestsWatch:
-    """Checks for stale requests every `interval` seconds, as a supervised
-    worker: a failed check (the database away) restarts it with backoff, and
-    /readyz names it meanwhile."""
+class StaleRequestsWatch(StalenessWatch):
+    """Checks for stale requests every `interval` seconds (see StalenessWatch)."""
 
-    def __init__(self, *, writer: GroupCommitWriter, read_engine: Engine, clock: Clock, stale_after: timedelta,
-                 interval: float) -> None:
-        self.writer = writer
-        self.read_engine = read_engine
-        self.clock = clock
-        self.stale_after = stale_after
-        self.interval = interval
-        self.completed_checks = 0  # for logs and tests: checks run to the end
-        self.worker = SupervisedWorker("stale-requests", self._run)
+    name = "stale-requests"
+    what = "requests"
 
-    async def check(self) -> list[RequestStale]:
-        announced = await check_stale_requests(writer=self.writer, read_engine=self.read_engine, now=self.clock(),
-                                               stale_after=self.stale_after)
-        self.completed_checks += 1
-        if announced:
-            log.info("announced %d stale requests", len(announced))
-        return announced
-
-    async def _run(self) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self.worker.start()
-
-    async def stop(self) -> None:
-        await self.worker.stop()
+    async def check_at(self, now: datetime) -> list:
+        return await check_stale_requests(writer=self.writer, read_engine=self.read_engine, now=now,
+                                         stale_after=self.stale_after)
