@@ -6,8 +6,10 @@ announced once."""
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -15,6 +17,12 @@ from shared.group_commit import GroupCommitWriter
 from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
+
+# Claims staged per transaction: one commit holds the write lock this long at most.
+CLAIM_BATCH = 200
+
+Due = TypeVar("Due")
+Announced = TypeVar("Announced")
 
 
 def staleness_period(since: datetime, now: datetime, stale_after: timedelta) -> int:
@@ -30,6 +38,16 @@ def staleness_period(since: datetime, now: datetime, stale_after: timedelta) -> 
 def period_start(since: datetime, period: int, stale_after: timedelta) -> datetime:
     """When staleness period `period` begins."""
     return since + period * stale_after
+
+
+async def claim_in_batches(writer: GroupCommitWriter, due: Sequence[Due],
+                           claim: Callable[..., list[Announced]]) -> list[Announced]:
+    """Run `claim(session, due=batch)` (claim each period and stage its event)
+    over `due`, CLAIM_BATCH at a time; returns what was announced."""
+    announced: list[Announced] = []
+    for start in range(0, len(due), CLAIM_BATCH):
+        announced.extend(await writer.run(partial(claim, due=due[start:start + CLAIM_BATCH])))
+    return announced
 
 
 class StalenessWatch:

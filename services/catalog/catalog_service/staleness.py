@@ -40,7 +40,7 @@ from shared.db import table_of
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc
 from shared.outbox import NewEvent, stage_events
-from shared.periods import StalenessWatch, period_start, staleness_period
+from shared.periods import StalenessWatch, claim_in_batches, period_start, staleness_period
 from shared.topics import CATALOG_PROGRESS
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # An activated offer in one of these is still expected to report.
 ACTIVATED_STILL_OPEN = ("pipeline", "implementation")
-CLAIM_BATCH = 200
 
 STALE_COMMITMENTS = Gauge(
     "caj_catalog_stale_commitments",
@@ -163,11 +162,7 @@ async def check_stale_commitments(*, writer: GroupCommitWriter, read_engine: Eng
     stale = await asyncio.to_thread(stale_commitments, read_engine, now, stale_after)
     record_stale_gauge(stale)
     due = [item for item in stale if item.due]
-    announced: list[CommitmentStale] = []
-    for start in range(0, len(due), CLAIM_BATCH):
-        batch = due[start:start + CLAIM_BATCH]
-        announced.extend(await writer.run(partial(_claim_and_stage, due=batch, now=now)))
-    return announced
+    return await claim_in_batches(writer, due, partial(_claim_and_stage, now=now))
 
 
 class StaleCommitmentsWatch(StalenessWatch):

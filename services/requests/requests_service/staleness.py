@@ -33,7 +33,7 @@ from shared.db import table_of
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc
 from shared.outbox import NewEvent, stage_events
-from shared.periods import StalenessWatch, period_start, staleness_period
+from shared.periods import StalenessWatch, claim_in_batches, period_start, staleness_period
 from shared.topics import REQUESTS_EVENTS
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Statuses in which a request waits on a coordinator or on the requesting agency.
 WAITING_STATUSES = ("submitted", "under_review", "info_requested")
-# Claims staged per transaction: one commit holds the write lock this long at most.
-CLAIM_BATCH = 200
 
 
 _REQUESTS = table_of(RequestRow)
@@ -114,11 +112,7 @@ async def check_stale_requests(*, writer: GroupCommitWriter, read_engine: Engine
     yet; returns what this call announced."""
     now = now.astimezone(UTC)  # SQLite compares timestamps as UTC text
     due = await asyncio.to_thread(_due, read_engine, now, stale_after)
-    announced: list[RequestStale] = []
-    for start in range(0, len(due), CLAIM_BATCH):
-        batch = due[start:start + CLAIM_BATCH]
-        announced.extend(await writer.run(partial(_claim_and_stage, due=batch, now=now)))
-    return announced
+    return await claim_in_batches(writer, due, partial(_claim_and_stage, now=now))
 
 
 class StaleRequestsWatch(StalenessWatch):
