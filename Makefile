@@ -4,11 +4,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+AXE := tests/console/node_modules/axe-core/axe.min.js
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml deploy/kafka/pom.xml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status lint test clean
+.PHONY: install up down status lint test clean translations
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(AXE)
 
 # Re-runs only when pyproject.toml or the Kafka pom changed.
 $(INSTALLED): pyproject.toml deploy/kafka/pom.xml
@@ -17,6 +18,21 @@ $(INSTALLED): pyproject.toml deploy/kafka/pom.xml
 	bash deploy/kafka/kafka.sh fetch
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# axe-core for the console's browser tests, pinned by tests/console/package-lock.json.
+$(AXE): tests/console/package.json tests/console/package-lock.json
+	npm ci --prefix tests/console --silent --no-audit --no-fund
+	touch $@
+
+# The console's catalogs: extract every string of its sources and templates, and
+# merge new ones into each language's .po (fill in the Russian, then commit).
+# No compile step: the console compiles the .po files when it starts.
+CONSOLE := services/console/console_service
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header --sort-output \
+		-o $(CONSOLE)/translations/messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching -i $(CONSOLE)/translations/messages.pot \
+		-d $(CONSOLE)/translations -l ru
 
 up: install
 	$(BIN)/caj stack up
