@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from caj import keys as key_admin
 from caj import outbox as outbox_admin
 from caj import stack
-from caj.services import SERVICES
+from caj.services import CONSOLE, PROCESSES, SERVICES
 from shared import migrations
 from shared.contracts.identity import Role
 
@@ -59,10 +59,10 @@ def db_downgrade(service: str = ServiceOption, revision: str = "base") -> None:
 
 @stack_app.command("up")
 def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for every /readyz")) -> None:
-    """Start Kafka, migrate, start the three services, wait until they are ready."""
+    """Start Kafka, migrate, start the three services and the console, wait until they are ready."""
     stack.start_kafka(typer.echo)
     stack.migrate_all(typer.echo)
-    for info in SERVICES.values():
+    for info in PROCESSES.values():
         stack.start_service(info, typer.echo)
     if not stack.wait_ready(timeout, typer.echo):
         raise typer.Exit(1)
@@ -72,6 +72,8 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
         settings = info.settings()
         typer.echo(f"  {info.name:<14} http://{settings.host}:{settings.port}/docs   "
                    "(metrics /metrics, health /readyz)")
+    console = CONSOLE.settings()
+    typer.echo(f"  {'console':<14} http://{console.host}:{console.port}/   (sign in with an API key: caj keys create)")
     typer.echo(f"  {'kafka':<14} {SERVICES['catalog'].settings().kafka_bootstrap_servers}")
     typer.echo(f"  logs           {stack.LOG_DIR}")
     typer.echo("Stop everything with: make down")
@@ -79,8 +81,8 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the three services, then the Kafka broker."""
-    for info in reversed(list(SERVICES.values())):
+    """Stop the console and the three services, then the Kafka broker."""
+    for info in reversed(list(PROCESSES.values())):
         stack.stop_service(info, typer.echo)
     stack.stop_kafka()
     typer.echo("caj-tracker is down.")
@@ -88,9 +90,9 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """Which services run, and are they ready."""
+    """Which services (and the console) run, and are they ready."""
     ready = stack.wait_ready(0.1, lambda _line: None)
-    for info in SERVICES.values():
+    for info in PROCESSES.values():
         pid = stack.running_pid(info)
         typer.echo(f"{info.name:<14} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
     raise typer.Exit(0 if ready else 1)

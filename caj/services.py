@@ -1,8 +1,9 @@
-"""The three services as the command line knows them."""
+"""The three services and the console as the command line knows them."""
 
 from dataclasses import dataclass
 
 from catalog_service.config import CatalogSettings
+from console_service.config import ConsoleSettings
 from notifications_service.config import NotificationsSettings
 from requests_service.config import RequestsSettings
 from shared.settings import ServiceSettings
@@ -27,3 +28,10 @@ SERVICES: dict[str, ServiceInfo] = {
     "requests": ServiceInfo("requests", "requests_service", RequestsSettings),
     "notifications": ServiceInfo("notifications", "notifications_service", NotificationsSettings),
 }
+
+# The web console: a process of the stack, but no service of its own data
+# (no database, no migrations), so it is not among SERVICES.
+CONSOLE = ServiceInfo("console", "console_service", ConsoleSettings)
+
+# Every process `caj stack` starts, in start order: the console last, as it calls the others.
+PROCESSES: dict[str, ServiceInfo] = {**SERVICES, CONSOLE.name: CONSOLE}

@@ -1,4 +1,4 @@
-"""Start and stop the whole local system: the Kafka broker and the three services."""
+"""Start and stop the whole local system: the Kafka broker, the three services and the console."""
 
 import os
 import signal
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from caj.services import SERVICES, ServiceInfo
+from caj.services import PROCESSES, SERVICES, ServiceInfo
 from shared import migrations
 from shared.settings import DEFAULT_DATA_DIR, REPO_ROOT
 
@@ -97,7 +97,7 @@ def start_service(service: ServiceInfo, echo) -> None:
 
 def wait_ready(timeout: float, echo) -> bool:
     deadline = time.monotonic() + timeout
-    pending = dict(SERVICES)
+    pending = dict(PROCESSES)
     while pending and time.monotonic() < deadline:
         for name, service in list(pending.items()):
             settings = service.settings()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from caj.services import SERVICES
+from caj.services import CONSOLE, PROCESSES, SERVICES
 from shared.settings import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -57,11 +57,30 @@ def test_kafka_advertises_what_services_use_and_does_not_auto_create_topics():
     assert environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
+def test_console_runs_without_a_database_and_calls_the_services_by_their_compose_names():
+    console = COMPOSE["services"]["console"]
+    defaults = CONSOLE.settings_class.model_fields
+    port = defaults["port"].default
+    assert console["ports"] == [f"{port}:{port}"]
+    environment = console["environment"]
+    for variable in environment:
+        assert variable.startswith("CONSOLE_") and variable.removeprefix("CONSOLE_").lower() in defaults, variable
+    assert environment["CONSOLE_PORT"] == str(port)
+    assert environment["CONSOLE_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert "CONSOLE_DATABASE_URL" not in environment
+    for name, info in SERVICES.items():
+        service_port = info.settings_class.model_fields["port"].default
+        assert environment[f"CONSOLE_{name.upper()}_URL"] == f"http://{name}:{service_port}"
+        assert name in console["depends_on"]
+    command = " ".join(console["command"])
+    assert CONSOLE.app_factory in command and f"--port {port}" in command
+
+
 def test_prometheus_scrapes_every_service_on_its_port():
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in PROMETHEUS["scrape_configs"]
     }
-    for name, info in SERVICES.items():
+    for name, info in PROCESSES.items():
         port = info.settings_class.model_fields["port"].default
         assert targets[name] == [f"{name}:{port}"]
     mounted = COMPOSE["services"]["prometheus"]["volumes"]
