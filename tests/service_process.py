@@ -15,7 +15,8 @@ from shared.migrations import upgrade
 from shared.settings import REPO_ROOT
 from tests.conftest import free_port
 
-ENV_PREFIX = {"catalog_service": "CATALOG", "requests_service": "REQUESTS", "notifications_service": "NOTIFICATIONS"}
+ENV_PREFIX = {"catalog_service": "CATALOG", "requests_service": "REQUESTS", "notifications_service": "NOTIFICATIONS",
+              "console_service": "CONSOLE"}
 
 
 class ServiceProcess:
