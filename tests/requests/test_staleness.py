@@ -346,6 +346,60 @@ def test_the_service_checks_by_itself_and_publishes_each_period_once(database_ur
         assert gauge_line(client, "under_review").endswith(" 1.0")
 
 
+def test_the_list_filters_stale_requests_by_the_same_rule(database_url, kafka_bootstrap, keys):
+    """GET /v1/requests?stale=true: waiting with no status change for the
+    period, by the service's clock; a status change, or a status nobody
+    waits in, takes a request off it; country scope still applies."""
+    upgrade("requests_service", database_url)
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        handle_catalog_event(session, published(1))
+        session.commit()
+    engine.dispose()
+    clock = FakeClock(T0)
+    settings = RequestsSettings(database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap, log_json=False)
+    app = create_app(settings, clock=clock)
+    tajik = keys.make("partner", country="TJ", agency="tj-border-service")
+    kazakh = keys.make("partner", country="KZ", agency="kz-mfa")
+    coordinator = keys.make("coordinator")
+
+    def stale_ids(key: str, stale: str = "true") -> set[str]:
+        response = client.get("/v1/requests", headers=auth(key), params={"stale": stale})
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] == len(response.json()["items"])
+        return {item["id"] for item in response.json()["items"]}
+
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, "ready")
+        for key in (tajik, kazakh, coordinator):
+            wait_until(lambda key=key: client.get("/v1/requests", headers=auth(key)).status_code == 200, "key known")
+        ids = []
+        for title in ("Border posts", "Training"):
+            created = client.post("/v1/requests", headers=auth(tajik), json={
+                "commitment_id": BORDER.id, "title": title, "description": "Equipment for 3 posts."})
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        waiting, approved = ids
+        assert stale_ids(coordinator) == set()
+        assert stale_ids(coordinator, "false") == {waiting, approved}
+
+        clock.now = T0 + N - TICK
+        assert stale_ids(coordinator) == set(), "not before the period is over"
+        clock.now = T0 + N
+        assert stale_ids(coordinator) == {waiting, approved}
+        assert stale_ids(tajik) == {waiting, approved}
+        assert stale_ids(kazakh) == set(), "another country's requests stay out of sight"
+
+        for to in ("under_review", "approved"):
+            moved = client.post(f"/v1/requests/{approved}/transitions", headers=auth(coordinator), json={"to": to})
+            assert moved.status_code == 200, moved.text
+        clock.now = T0 + 5 * N
+        assert stale_ids(coordinator) == {waiting}, "approved: nobody waits on an answer"
+        assert stale_ids(coordinator, "false") == {approved}
+        invalid = client.get("/v1/requests", headers=auth(coordinator), params={"stale": "perhaps"})
+        assert invalid.status_code == 422
+
+
 class BrokenClock(FakeClock):
     def __init__(self, now: datetime) -> None:
         super().__init__(now)

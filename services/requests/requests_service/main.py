@@ -55,6 +55,7 @@ def create_app(settings: RequestsSettings | None = None, *, clock: Clock = utcno
         on_shutdown=stop_stale_watch,
     )
     app.state.clock = clock
+    app.state.stale_after = stale_after
     return app
 
 

@@ -5,12 +5,13 @@ through the group-commit writer, so concurrent submissions share a commit."""
 
 import asyncio
 import hashlib
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, and_, col, func, not_, select
 
 from requests_service import metrics
 from requests_service.models import (
@@ -44,7 +45,7 @@ from requests_service.service import (
     transition_request,
     visible_requests_filter,
 )
-from requests_service.staleness import Clock
+from requests_service.staleness import WAITING_STATUSES, Clock
 from shared.contracts.catalog import CountryCode
 from shared.contracts.requests import RequestStatus
 from shared.dependencies import Caller, Page, Runtime, read_session
@@ -62,6 +63,14 @@ async def service_clock(request: Request) -> Clock:
 
 # The service's time (an injected clock in tests): status changes start staleness periods.
 ServiceClock = Annotated[Clock, Depends(service_clock)]
+
+
+async def stale_after(request: Request) -> timedelta:
+    return request.app.state.stale_after
+
+
+# How long a waiting request may go without a status change (REQUESTS_STALE_AFTER_DAYS).
+StaleAfter = Annotated[timedelta, Depends(stale_after)]
 CommitmentId = Annotated[str, Path(max_length=100)]
 
 
@@ -144,15 +153,25 @@ def list_requests(
     runtime: Runtime,
     principal: Caller,
     page: Page,
+    clock: ServiceClock,
+    waited_too_long: StaleAfter,
     status: Annotated[RequestStatus | None, Query()] = None,
     country: Annotated[CountryCode | None, Query()] = None,
     commitment_id: Annotated[str | None, Query(max_length=100)] = None,
+    stale: Annotated[bool | None, Query(
+        description="Waiting on someone (submitted, under review, information requested) with no status change "
+                    "for the staleness period, REQUESTS_STALE_AFTER_DAYS (or, with false, not)")] = None,
 ) -> RequestPage:
     with read_session(runtime) as session:
         conditions = []
         visible = visible_requests_filter(session, principal)
         if visible is not None:
             conditions.append(visible)
+        if stale is not None:
+            # The same rule as the staleness watch (requests_service/staleness.py).
+            is_stale = and_(col(RequestRow.status).in_(WAITING_STATUSES),
+                            col(RequestRow.status_since) <= clock() - waited_too_long)
+            conditions.append(is_stale if stale else not_(is_stale))
         if status:
             conditions.append(col(RequestRow.status) == status)
         if country:
