@@ -29,9 +29,9 @@ $(AXE): tests/console/package.json tests/console/package-lock.json
 # No compile step: the console compiles the .po files when it starts.
 CONSOLE := services/console/console_service
 translations: install
-	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header --sort-output \
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header --sort-output --msgid-bugs-address="" \
 		-o $(CONSOLE)/translations/messages.pot .
-	$(BIN)/pybabel update --no-fuzzy-matching -i $(CONSOLE)/translations/messages.pot \
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -i $(CONSOLE)/translations/messages.pot \
 		-d $(CONSOLE)/translations -l ru
 
 up: install

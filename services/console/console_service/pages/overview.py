@@ -63,15 +63,16 @@ async def overview(request: Request, session: SignedIn, api: Api) -> Response:
     def requests_total(**filters: str) -> Awaitable[Any]:
         return api.get("requests", "/v1/requests", key=key, params={"limit": 1, **filters})
 
-    by_status, by_country, offers, stale_commitments, deliveries = await asyncio.gather(
+    by_status, by_country, offers, stale_requests, stale_commitments, deliveries = await asyncio.gather(
         _counts({status: requests_total(status=status) for status in REQUEST_STATUSES}),
         _counts({country: requests_total(country=country) for country in REQUEST_COUNTRIES}),
         _offers(api, key),
+        _counts({"stale": requests_total(stale="true")}),
         _counts({"stale": api.get("catalog", "/v1/commitments", key=key, params={"stale": "true", "limit": 1})}),
         _counts({state: api.get("notifications", "/v1/deliveries", key=key, params={"state": state, "limit": 1})
                  for state in ("pending", "dead")}),
     )
     return render(request, "overview.html", {
         "by_status": by_status, "by_country": by_country, "offers": offers,
-        "stale_commitments": stale_commitments, "deliveries": deliveries,
+        "stale_requests": stale_requests, "stale_commitments": stale_commitments, "deliveries": deliveries,
     })
