@@ -443,3 +443,25 @@ def test_a_chunked_body_over_the_limit_is_refused_too(api, people):
     response = api.post("/v1/requests", content=chunks(),
                         headers=auth(people["tj"]) | {"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["reason"] == "payload_too_large"
+
+
+def test_the_list_sorts_by_the_column_asked_and_refuses_other_orders(api, people):
+    created = []
+    for country, key in (("TJ", people["tj"]), ("KZ", people["kz"])):
+        commitment = BORDER_TJ_AF if country == "TJ" else BORDER_OTHERS
+        response = submit(api, key, body(commitment, title=f"Sorted {country}"))
+        assert response.status_code == 201, response.text
+        created.append(response.json()["id"])
+    moved = api.post(f"/v1/requests/{created[0]}/transitions", headers=auth(people["coordinator"]),
+                     json={"to": "under_review"})
+    assert moved.status_code == 200, moved.text
+    for sort in ("created_at", "-created_at", "updated_at", "-updated_at", "status", "-status", "country",
+                 "-country"):
+        response = api.get("/v1/requests", headers=auth(people["coordinator"]), params={"sort": sort, "limit": 100})
+        assert response.status_code == 200, response.text
+        values = [item[sort.lstrip("-")] for item in response.json()["items"]]
+        assert len(set(values)) > 1, f"the sort by {sort} is shown on distinct values"
+        assert values == sorted(values, reverse=sort.startswith("-")), sort
+    refused = api.get("/v1/requests", headers=auth(people["coordinator"]), params={"sort": "title"})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"

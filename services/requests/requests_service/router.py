@@ -6,7 +6,7 @@ through the group-commit writer, so concurrent submissions share a commit."""
 import asyncio
 import hashlib
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
@@ -72,6 +72,9 @@ async def stale_after(request: Request) -> timedelta:
 # How long a waiting request may go without a status change (REQUESTS_STALE_AFTER_DAYS).
 StaleAfter = Annotated[timedelta, Depends(stale_after)]
 CommitmentId = Annotated[str, Path(max_length=100)]
+# The orders the requests list offers (the console's columns).
+RequestSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "status", "-status",
+                      "country", "-country"]
 
 
 def _request_read(row: "RequestRow | SubmittedRequest") -> RequestRead:
@@ -161,6 +164,7 @@ def list_requests(
     stale: Annotated[bool | None, Query(
         description="Waiting on someone (submitted, under review, information requested) with no status change "
                     "for the staleness period, REQUESTS_STALE_AFTER_DAYS (or, with false, not)")] = None,
+    sort: Annotated[RequestSort, Query(description="A column, `-` first for descending; ties by id")] = "-created_at",
 ) -> RequestPage:
     with read_session(runtime) as session:
         conditions = []
@@ -179,8 +183,10 @@ def list_requests(
         if commitment_id:
             conditions.append(col(RequestRow.commitment_id) == commitment_id)
         total = session.exec(select(func.count()).select_from(RequestRow).where(*conditions)).one()
+        column = col(getattr(RequestRow, sort.lstrip("-")))
         rows = session.exec(
-            select(RequestRow).where(*conditions).order_by(col(RequestRow.created_at).desc(), col(RequestRow.id))
+            select(RequestRow).where(*conditions)
+            .order_by(column.desc() if sort.startswith("-") else column.asc(), col(RequestRow.id))
             .offset(page.offset).limit(page.limit)
         ).all()
     return RequestPage(items=[_request_read(row) for row in rows], total=total, limit=page.limit, offset=page.offset)
