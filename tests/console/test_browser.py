@@ -190,3 +190,56 @@ def test_security_headers_on_every_answer(console_stack):
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "same-origin"
         assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_the_requests_list_filters_sorts_pages_and_counts(coordinator_page, console_stack):
+    page = coordinator_page.page
+    headers = {"Authorization": f"Bearer {console_stack.keys['kz']}"}
+    titles = [f"Customs training {index:02d}" for index in range(52)]
+    for title in titles:
+        response = httpx.post(console_stack.service_urls["requests"] + "/v1/requests", headers=headers, timeout=30,
+                              json={"commitment_id": "caj-2006-2-1-05", "title": title, "description": "Two courses."})
+        assert response.status_code == 201, response.text
+    total = httpx.get(console_stack.service_urls["requests"] + "/v1/requests", timeout=30,
+                      headers={"Authorization": f"Bearer {console_stack.keys['coordinator']}"},
+                      params={"country": "KZ", "limit": 1}).json()["total"]
+    assert total >= 52
+
+    coordinator_page.open("/requests")
+    page.get_by_label("Country").select_option("KZ")
+    page.get_by_label("Status").select_option("submitted")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/requests?*country=KZ*")
+    assert page.get_by_role("status").inner_text() == f"Requests 1–50 of {total}"
+    countries = page.locator("table.requests tbody tr td:nth-child(3)").all_inner_texts()
+    assert len(countries) == 50 and set(countries) == {"Kazakhstan"}
+    check_accessibility(coordinator_page)
+
+    page.get_by_role("link", name="Next page").click()
+    page.wait_for_url("**page=2*")
+    assert page.get_by_role("status").inner_text() == f"Requests 51–{min(total, 100)} of {total}"
+    assert page.get_by_label("Country").input_value() == "KZ", "the filters stay on the next page"
+
+    # Oldest first, then newest first, by the column header.
+    page.get_by_role("link", name="Submitted at").click()
+    page.wait_for_url("**sort=created_at*")
+    assert page.get_by_role("columnheader", name="Submitted at").get_attribute("aria-sort") == "ascending"
+    oldest_first = page.locator("table.requests tbody tr td:first-child").all_inner_texts()
+    assert oldest_first[0] == "Customs training 00" and oldest_first.index("Customs training 01") == 1
+    page.get_by_role("link", name="Submitted at").click()
+    page.wait_for_url("**sort=-created_at*")
+    assert page.locator("table.requests tbody tr td:first-child").first.inner_text() == "Customs training 51"
+
+    page.get_by_label("Waiting too long").select_option("true")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**stale=true*")
+    assert page.get_by_role("status").inner_text() == "No request matches."
+
+    partner = new_browser_page(coordinator_page.context.browser, console_stack.console_url)
+    try:
+        sign_in(partner, console_stack.keys["tj"])
+        partner.open("/requests?country=KZ")
+        assert partner.page.get_by_role("status").inner_text() == "No request matches.", "another country's"
+        check_accessibility(partner)
+    finally:
+        partner.context.close()

@@ -19,6 +19,6 @@ Adding a page group (say, the offer board):
 
 from fastapi import APIRouter
 
-from console_service.pages import overview, sign_in
+from console_service.pages import overview, requests_list, sign_in
 
-ROUTERS: tuple[APIRouter, ...] = (sign_in.router, overview.router)
+ROUTERS: tuple[APIRouter, ...] = (sign_in.router, overview.router, requests_list.router)
