@@ -100,6 +100,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("requests", None, (IDENTITY_KEYS,), "Current API keys, in memory, in every replica."),
     ConsumerSpec("notifications", None, (IDENTITY_KEYS,), "Current API keys and partner agencies."),
     ConsumerSpec("catalog", None, (IDENTITY_KEYS,), "Current API keys, for who may report progress."),
+    ConsumerSpec("console", None, (IDENTITY_KEYS,),
+                 "Current API keys: checks sign-in keys and ends the sessions of revoked ones."),
 )
 
 BY_TYPE = {spec.type: spec for spec in EVENTS}
