@@ -12,7 +12,7 @@ from catalog_service.activations import ACTIVATIONS_GROUP, handle_requests_event
 from catalog_service.config import CatalogSettings
 from catalog_service.live import LiveCatalog
 from catalog_service.plan_files import PlanFileError, load_plan_file
-from catalog_service.reviews import load_dialogue_meetings
+from catalog_service.reviews import ReviewReportCache, load_dialogue_meetings
 from catalog_service.reviews_router import router as reviews_router
 from catalog_service.router import router
 from catalog_service.snapshot import CatalogSnapshot, load_snapshot
@@ -104,6 +104,7 @@ def create_app(settings: CatalogSettings | None = None, *, clock: Callable[[], d
     )
     app.state.clock = clock
     app.state.live_catalog = live
+    app.state.review_reports = ReviewReportCache()
     app.state.stale_commitments = stale_watch
     return app
 
