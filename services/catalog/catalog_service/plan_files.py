@@ -24,6 +24,7 @@ from shared.contracts.catalog import (
     ResponsibleAgency,
     SourceSpan,
     Status,
+    WholeSentence,
     is_dialogue_country,
     requestable_by,
 )
@@ -202,6 +203,8 @@ def _to_document(
             document=header.source_document, start=entry.source.start, end=entry.source.end,
             sha256=header.source_sha256,
         ),
+        part_of=WholeSentence(text=source_text[sentence.start : sentence.end], start=sentence.start,
+                              end=sentence.end) if sentence is not None else None,
         actors=entry.actors,
         beneficiaries=entry.beneficiaries,
         kind=entry.kind,
