@@ -61,7 +61,8 @@ def create_app(settings: CatalogSettings | None = None, *, clock: Callable[[], d
         """Sync the plan files into the database (publishing what changed),
         then serve the snapshot. Retries while the database is not ready."""
         try:
-            plans = [load_plan_file(path) for path in settings.plan_files]
+            # In a thread: reading and checking the plan files must not hold up the event loop.
+            plans = await asyncio.to_thread(lambda: [load_plan_file(path) for path in settings.plan_files])
         except PlanFileError as error:
             state["error"] = f"plan file refused: {error}"
             log.error("%s", state["error"])
