@@ -255,18 +255,15 @@ def test_the_stale_filter_and_the_stale_event_agree_on_an_offer_activated_throug
         assert not [e for e in staged(app.state.runtime.engine) if e.commitment_id == METERING]
         clock.now = activated_at + N
         assert METERING in stale_ids(), "the filter: stale from its activation plus the period"
-        def this_runs(events) -> list[CommitmentStale]:
-            announced = [CommitmentStale.model_validate(e.get_data()) for e in events
-                         if e.get_type() == COMMITMENT_STALE]
-            return [event for event in announced if activated_at <= event.stale_since <= activated_at + 2 * N]
-
-        events = stale_events_of(kafka_bootstrap, METERING, lambda events: this_runs(events))
+        # The other backend's run shares the broker: this run's event is told by its moment.
+        stale_events_of(kafka_bootstrap, METERING, lambda events: any(
+            e.get_type() == COMMITMENT_STALE
+            and CommitmentStale.model_validate(e.get_data()).stale_since == activated_at + N for e in events))
         checks = watch.completed_checks
         wait_until(lambda: watch.completed_checks >= checks + 5, "more checks in the same period")
-        assert len([e for e in staged(app.state.runtime.engine) if e.commitment_id == METERING]) == 1
-    announced = this_runs(events)
+        announced = [e for e in staged(app.state.runtime.engine) if e.commitment_id == METERING]
     assert [(event.period, event.stale_since, event.status) for event in announced] == [
-        (1, activated_at + N, "pipeline")], "the event: the same moment, once"
+        (1, activated_at + N, "pipeline")], "the event: the same moment as the filter, once"
 
 
 def test_the_settings_have_the_issues_defaults():
