@@ -47,6 +47,14 @@ class SourceSpan(_Contract):
     sha256: str = Field(description="SHA-256 of the source document the offsets refer to")
 
 
+class WholeSentence(_Contract):
+    """The sentence of the plan a split part comes from, whole."""
+
+    text: str = Field(description="The whole sentence, verbatim; it holds the part's own text")
+    start: int = Field(ge=0, description="Character offset where the sentence starts")
+    end: int = Field(ge=0, description="Character offset just past the sentence")
+
+
 class Condition(_Contract):
     type: ConditionType
     eligible_countries: list[CountryCode] = Field(description="Who may ask (on_request)")
@@ -90,6 +98,11 @@ class CommitmentDocument(_Contract):
     )
     text: str = Field(description="The plan's own words, verbatim")
     source: SourceSpan
+    part_of: WholeSentence | None = Field(
+        default=None,
+        description="Set when the text is one part of a sentence that bundles pledges tracked apart (the part "
+        "alone may read without a verb): the whole sentence, in the same source document",
+    )
     actors: list[CountryCode]
     beneficiaries: list[CountryCode]
     kind: CommitmentKind

@@ -76,6 +76,32 @@ def test_every_commitment_text_is_at_its_offsets_in_the_served_source(catalog):
     assert seen == 111
 
 
+# The parts of the sentences split into pledges tracked one by one (see test_plan_data.py).
+SPLIT_PARTS = {"caj-2006-2-6-06", "caj-2006-2-6-09", "caj-2006-2-7-08", "caj-2006-2-7-04", "caj-2006-2-9-05",
+               "caj-2006-2-9-06", "caj-2006-5-0-13", "caj-2006-5-0-05"}
+
+
+def test_a_split_part_publishes_its_whole_sentence_verbatim_in_the_plan(catalog):
+    source = catalog.get("/v1/plans/caj-2006/source").text
+    items = catalog.get("/v1/commitments", params={"plan_id": "caj-2006", "limit": 100}).json()["items"]
+    items += catalog.get("/v1/commitments", params={"plan_id": "caj-2006", "limit": 100, "offset": 100}).json()["items"]
+    split = {item["id"]: item for item in items if item["part_of"] is not None}
+    assert set(split) == SPLIT_PARTS
+    for item in split.values():
+        sentence = item["part_of"]
+        assert source[sentence["start"]:sentence["end"]] == sentence["text"], "verbatim at its offsets"
+        assert sentence["start"] <= item["source"]["start"] and item["source"]["end"] <= sentence["end"]
+        assert item["text"] in sentence["text"] and item["text"] != sentence["text"]
+        assert sentence["text"].endswith("."), "the whole sentence, to its full stop"
+    # The two parts of one sentence carry the same sentence.
+    assert split["caj-2006-2-6-06"]["part_of"] == split["caj-2006-2-6-09"]["part_of"]
+    assert split["caj-2006-2-6-09"]["text"] == "mudslide prevention measures for Uzbekistan."
+    assert split["caj-2006-2-6-09"]["part_of"]["text"].startswith("There are also plans to help formulate")
+    assert catalog.get("/v1/commitments/caj-2006-2-6-09").json()["part_of"] == split["caj-2006-2-6-09"]["part_of"]
+    # A commitment that is a whole sentence has none.
+    assert catalog.get("/v1/commitments/caj-2006-2-1-04").json()["part_of"] is None
+
+
 def test_border_control_offer_is_requestable_only_by_tajikistan_and_afghanistan(catalog):
     commitment = catalog.get("/v1/commitments/caj-2006-2-1-04").json()
     assert commitment["condition"]["type"] == "on_request"

@@ -1,10 +1,13 @@
 """Stale commitments on the catalog's database (SQLite and PostgreSQL), on a
 clock the test sets: in implementation (or an activated offer) with nothing
 reported for the staleness period, announced once per period however many
-checks and replicas run; and the running service announcing on the broker."""
+checks and replicas run; the running service announcing on the broker; and
+the list's `stale` filter agreeing with the announcements for an offer
+activated through requests.events."""
 
 import asyncio
 import json
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +29,10 @@ from shared.contracts.requests import OFFER_ACTIVATED, REQUESTS_SOURCE
 from shared.db import make_engine
 from shared.events import from_kafka, new_event
 from shared.identity import Principal
+from shared.kafka import make_producer
 from shared.messaging_models import OutboxMessage
 from shared.migrations import upgrade
-from tests.kafka_helpers import read_topic, started_writer
+from tests.kafka_helpers import read_topic, send_event, started_writer
 
 SYNTHETIC = Path(__file__).parent / "fixtures" / "synthetic-plan-2030.yaml"
 SYNTHETIC_PLAN_FILES = json.dumps([str(SYNTHETIC)])
@@ -197,6 +201,69 @@ def test_the_service_checks_by_itself_and_publishes_each_period_once(tmp_path, k
     ours = [event for event in ours if event.last_reported_at == reported_at]
     assert [event.period for event in ours] == [1, 2], "one event per period, not one per check"
     assert ours[0].stale_since == reported_at + N
+
+
+def publish_activation(bootstrap: str, commitment_id: str, at: datetime) -> None:
+    """An offer.activated event on requests.events, as the requests service publishes it."""
+    async def publish() -> None:
+        producer = make_producer(bootstrap, client_id="staleness-test")
+        await producer.start()
+        try:
+            await send_event(producer, "requests.events", new_event(
+                type=OFFER_ACTIVATED, source=REQUESTS_SOURCE, subject=commitment_id, data={
+                    "commitment_id": commitment_id, "condition_type": "on_request", "countries": ["KG"],
+                    "trigger": "request", "trigger_id": "r-activation", "responsible_agencies": ["jp-mofa"],
+                    "activated_at": at.isoformat()}), key=commitment_id)
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+
+
+def test_the_stale_filter_and_the_stale_event_agree_on_an_offer_activated_through_requests_events(
+        database_url, tmp_path, kafka_bootstrap):
+    upgrade("catalog_service", database_url)
+    engine = make_engine(database_url)
+    sync_plans(engine, [load_plan_file(SYNTHETIC)], clock=lambda: ADOPTED)
+    engine.dispose()
+    # METERING is pipeline by the text and never reported on: only its activation can make it stale.
+    # A moment unique to this run on the shared broker.
+    activated_at = datetime(2032, 4, 7, tzinfo=UTC) + timedelta(seconds=random.randrange(300 * 86400))
+    clock = FakeClock(activated_at + timedelta(days=1))
+    settings = CatalogSettings(database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap, log_json=False,
+                               plan_files=[SYNTHETIC], stale_check_seconds=0.05, snapshot_refresh_seconds=0.05,
+                               outbox_poll_interval_seconds=0.2)
+    app = create_app(settings, clock=clock)
+
+    def stale_ids() -> set[str]:
+        response = client.get("/v1/commitments", params={"stale": "true", "limit": 100})
+        assert response.status_code == 200, response.text
+        return {item["id"] for item in response.json()["items"]}
+
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, "ready")
+        assert METERING not in stale_ids()
+        publish_activation(kafka_bootstrap, METERING, activated_at)
+        # The consumer stores it; the snapshot's refresh picks it up.
+        wait_until(lambda: app.state.catalog.activations.get(METERING) == activated_at, "the activation reached "
+                   "the served snapshot")
+        watch = app.state.stale_commitments
+        clock.now = activated_at + N - timedelta(seconds=1)
+        checks = watch.completed_checks
+        wait_until(lambda: watch.completed_checks >= checks + 5, "checks just before the period")
+        assert METERING not in stale_ids(), "not stale a second before the period"
+        assert not [e for e in staged(app.state.runtime.engine) if e.commitment_id == METERING]
+        clock.now = activated_at + N
+        assert METERING in stale_ids(), "the filter: stale from its activation plus the period"
+        # The other backend's run shares the broker: this run's event is told by its moment.
+        stale_events_of(kafka_bootstrap, METERING, lambda events: any(
+            e.get_type() == COMMITMENT_STALE
+            and CommitmentStale.model_validate(e.get_data()).stale_since == activated_at + N for e in events))
+        checks = watch.completed_checks
+        wait_until(lambda: watch.completed_checks >= checks + 5, "more checks in the same period")
+        announced = [e for e in staged(app.state.runtime.engine) if e.commitment_id == METERING]
+    assert [(event.period, event.stale_since, event.status) for event in announced] == [
+        (1, activated_at + N, "pipeline")], "the event: the same moment as the filter, once"
 
 
 def test_the_settings_have_the_issues_defaults():

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from catalog_service.plan_files import SAFE_LOADER
+
 REPO_ROOT = Path(__file__).parents[2]
 DATA_DIR = REPO_ROOT / "services" / "catalog" / "catalog_service" / "plans"
 PLAN_FILE = DATA_DIR / "action-plan-2006.yaml"
@@ -28,7 +30,7 @@ PUBLISHED_SOURCE_SHA256 = "b698fd680d0721a6837415744f94174a3d56e92ef4c9b5169a0b8
 # The reference copy the repo's was taken from, where ../shared sits beside the checkout.
 SHARED_SOURCE = REPO_ROOT.parent / "shared" / "source" / "action-plan-2006.txt"
 
-DATA = yaml.safe_load(PLAN_FILE.read_text(encoding="utf-8"))
+DATA = yaml.load(PLAN_FILE.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
 PLAN = DATA["plan"]
 SOURCE_PATH = DATA_DIR / PLAN["source_document"]
 SOURCE = SOURCE_PATH.read_text(encoding="utf-8")

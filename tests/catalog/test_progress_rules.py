@@ -1,5 +1,7 @@
-"""The rules of progress as plain function calls: which report holds, as of
-when, when a commitment goes stale, and what the IATI export reads."""
+"""The rules of progress as plain function calls: which report holds now,
+when a commitment goes stale, and what the IATI export reads. (The status as
+of an earlier day is the review report's rule, tested on real databases in
+test_reviews.py.)"""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -9,6 +11,7 @@ from catalog_service.progress import (
     effective_reports,
     progress_trail,
     stale_from,
+    stale_since,
 )
 from catalog_service.reporting import EvidenceCreate, ProgressCreate
 from shared.contracts.catalog import CurrentProgress
@@ -65,28 +68,31 @@ def test_a_superseded_report_no_longer_counts():
     assert [r.id for r in effective_reports([mistaken, correction, again])] == ["r3"]
 
 
-def test_as_of_an_earlier_day_only_what_was_known_that_day_counts():
-    first = report(1, "implementation", date(2027, 1, 10), hours=0)  # reported 2027-03-01
-    later = report(2, "closed", date(2027, 3, 5), hours=24 * 5)  # reported 2027-03-06
-    correction = report(3, "suspended", date(2027, 1, 10), hours=24 * 10, supersedes="r1")  # reported 2027-03-11
-    reports = [first, later, correction]
-    assert current_progress(reports, PLAN_TEXT, on=date(2027, 2, 28)) is PLAN_TEXT  # nothing reported yet
-    assert current_progress(reports, PLAN_TEXT, on=date(2027, 3, 1)).report_id == "r1"
-    assert current_progress(reports, PLAN_TEXT, on=date(2027, 3, 6)).report_id == "r2"
-    assert current_progress(reports, PLAN_TEXT).report_id == "r2"
-    # Before its correction was made, the first report still counted.
-    assert [r.id for r in effective_reports(reports, on=date(2027, 3, 2))] == ["r1"]
-    assert [r.id for r in effective_reports(reports, on=date(2027, 3, 11))] == ["r3", "r2"]
-
-
 def test_only_implementation_goes_stale_counted_from_the_last_report_or_the_adoption():
     in_implementation = CurrentProgress(status="implementation", source="report", as_of=date(2027, 1, 1))
-    assert stale_from(in_implementation, T0, ADOPTED, HALF_YEAR) == T0 + HALF_YEAR
+    assert stale_from(in_implementation, T0, None, ADOPTED, HALF_YEAR) == T0 + HALF_YEAR
     from_text = CurrentProgress(status="implementation", source="plan_text", as_of=ADOPTED)
-    assert stale_from(from_text, None, ADOPTED, HALF_YEAR) == datetime(2006, 12, 2, tzinfo=UTC)
+    assert stale_from(from_text, None, None, ADOPTED, HALF_YEAR) == datetime(2006, 12, 2, tzinfo=UTC)
     for status in ("pipeline", "finalisation", "closed", "cancelled", "suspended"):
-        assert stale_from(CurrentProgress(status=status, source="report", as_of=ADOPTED), T0, ADOPTED,
+        assert stale_from(CurrentProgress(status=status, source="report", as_of=ADOPTED), T0, None, ADOPTED,
                           HALF_YEAR) is None
+
+
+def test_an_activated_offer_still_open_counts_from_its_activation_or_a_later_report():
+    activated = T0 + timedelta(days=3)
+    # In pipeline by the text, never reported: only its activation makes it expected to report.
+    assert stale_since("pipeline", None, activated, ADOPTED) == activated
+    assert stale_since("pipeline", None, None, ADOPTED) is None
+    # In implementation, the activation after the last report restarts the count.
+    assert stale_since("implementation", T0, activated, ADOPTED) == activated
+    assert stale_since("implementation", None, activated, ADOPTED) == activated
+    # A report after the activation moves it again.
+    reported = activated + timedelta(days=30)
+    assert stale_since("pipeline", reported, activated, ADOPTED) == reported
+    assert stale_from(CurrentProgress(status="pipeline", source="report", as_of=ADOPTED), reported, activated,
+                      ADOPTED, HALF_YEAR) == reported + HALF_YEAR
+    for status in ("finalisation", "closed", "cancelled", "suspended"):
+        assert stale_since(status, None, activated, ADOPTED) is None
 
 
 def test_the_trail_gives_actual_dates_and_the_evidence_of_counted_reports():

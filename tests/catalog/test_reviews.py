@@ -19,10 +19,12 @@ from catalog_service.reviews import (
     CSV_COLUMNS,
     DIALOGUE_MEETINGS_FILE,
     ReviewCreate,
+    ReviewReportCache,
     load_dialogue_meetings,
     plan_reviews,
     record_review,
     report_csv,
+    report_inputs,
     review_report,
 )
 from catalog_service.snapshot import load_snapshot
@@ -56,11 +58,11 @@ def engine(database_url):
 
 
 def report(engine, commitment_id: str, status: str, as_of: str, *, summary: str = "Reported in a test.",
-           supersedes: str | None = None) -> str:
+           supersedes: str | None = None, now: datetime = NOW) -> str:
     body = ProgressCreate(status=status, as_of=date.fromisoformat(as_of), summary=summary, supersedes=supersedes)
     with Session(engine) as session:
         recorded = record_report(session, principal=COORDINATOR, commitment_id=commitment_id, body=body,
-                                 report_id=new_report_id(), now=NOW)
+                                 report_id=new_report_id(), now=now)
         session.commit()
     return recorded.report.id
 
@@ -128,6 +130,15 @@ def test_a_correction_dated_after_the_review_still_withdraws_the_report_it_corre
     report(engine, FIRST, "implementation", "2012-02-01", supersedes=wrong)
     at_fm3 = item(report_of(engine, FM3), FIRST)
     assert (at_fm3.status, at_fm3.last_report.id) == ("implementation", earlier)
+
+
+def test_on_a_tie_of_as_of_the_later_reported_holds_at_the_review_then_the_later_inserted(engine):
+    """The current-status rule's order, as the database applies it for a review's date."""
+    reported_later = report(engine, FIRST, "closed", "2009-01-15", now=datetime(2026, 11, 20, tzinfo=UTC))
+    report(engine, FIRST, "suspended", "2009-01-15", now=datetime(2026, 11, 10, tzinfo=UTC))
+    assert item(report_of(engine, FM3), FIRST).last_report.id == reported_later
+    same_moment = [report(engine, SECOND, status, "2009-01-15") for status in ("implementation", "finalisation")]
+    assert item(report_of(engine, FM3), SECOND).last_report.id == same_moment[-1]
 
 
 def test_counts_by_pillar_and_what_changed_since_the_previous_review(engine):
@@ -217,3 +228,40 @@ def test_recording_a_review_coordinators_only_on_a_known_plan_not_before_it(engi
         session.commit()
         assert session.get(ReviewMeetingRow, recorded.id).recorded_by_key_id == COORDINATOR.key_id
     assert report_of(engine, recorded.id).previous_review.id == "caj-2006-senior-officials-16"
+
+
+def test_rendered_reports_are_kept_by_key_and_the_least_recently_used_go_first():
+    cache = ReviewReportCache(size=2)
+    renders: list[str] = []
+
+    def render(name: str):
+        return lambda: renders.append(name) or name.encode()
+
+    assert cache.get_or_render(("a",), render("a")) == b"a"
+    assert cache.get_or_render(("a",), render("a again")) == b"a", "kept: not rendered again"
+    cache.get_or_render(("b",), render("b"))
+    cache.get_or_render(("a",), render("a again"))  # a is now the most recently used
+    cache.get_or_render(("c",), render("c"))  # b goes
+    assert cache.get_or_render(("b",), render("b again")) == b"b again"
+    assert renders == ["a", "b", "c", "b again"]
+
+
+def test_what_a_report_is_computed_from_moves_with_a_report_an_activity_and_a_meeting(engine):
+    with Session(engine) as session:
+        first = report_inputs(session, "caj-2006")
+    report(engine, FIRST, "implementation", "2009-01-15")
+    with Session(engine) as session:
+        second = report_inputs(session, "caj-2006")
+    assert second != first
+    with Session(engine) as session:
+        assert handle_requests_event(session, requests_event(OFFER_ACTIVATED, {
+            "commitment_id": FIRST, "condition_type": "on_request", "countries": ["TJ"], "trigger": "request",
+            "trigger_id": "r-inputs", "responsible_agencies": ["jica"], "activated_at": "2010-01-01T00:00:00Z"}))
+        session.commit()
+        third = report_inputs(session, "caj-2006")
+    assert third != second
+    with Session(engine) as session:
+        record_review(session, principal=COORDINATOR, snapshot=load_snapshot(engine), plan_id="caj-2006",
+                      body=ReviewCreate(title="A review", date=date(2020, 1, 1), place="Online"), now=NOW)
+        session.commit()
+        assert report_inputs(session, "caj-2006") != third

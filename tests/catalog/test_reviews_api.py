@@ -149,3 +149,30 @@ def test_openapi_documents_the_review_operations(catalog):
     assert "text/csv" in report["responses"]["200"]["content"]
     assert any(parameter["name"] == "format" for parameter in report["parameters"])
     assert {"401", "403", "404", "422"} <= set(paths["/v1/plans/{plan_id}/reviews"]["post"]["responses"])
+
+
+def test_a_report_taken_after_a_review_report_was_served_shows_in_it_at_once(catalog, keys):
+    """The process keeps rendered review reports: a new progress report must
+    reach the very next request, in both forms."""
+    commitment_id = "caj-2006-2-1-05"
+    url = f"/v1/plans/caj-2006/reviews/{SOM11}/report"
+
+    def last_report_id(body: dict) -> str | None:
+        item = next(c for p in body["pillars"] for c in p["commitments"] if c["id"] == commitment_id)
+        return item["last_report"]["id"] if item["last_report"] else None
+
+    before = catalog.get(url).json()
+    assert catalog.get(url).json() == before, "served again unchanged"
+    assert catalog.get(url, params={"format": "csv"}).status_code == 200
+    posted = post_report(catalog, keys["coordinator"], commitment_id,
+                         report_body("suspended", as_of="2016-03-24", summary="Paused before the meeting."))
+    assert posted.status_code == 201, posted.text
+    after = catalog.get(url).json()
+    assert last_report_id(after) == posted.json()["id"] != last_report_id(before)
+    rows = list(csv.DictReader(io.StringIO(catalog.get(url, params={"format": "csv"}).text)))
+    row = next(row for row in rows if row["commitment_id"] == commitment_id)
+    assert (row["status"], row["last_report_id"]) == ("suspended", posted.json()["id"])
+    # A report after the meeting's date changes nothing in it.
+    later = post_report(catalog, keys["coordinator"], commitment_id, report_body("closed", as_of="2016-03-26"))
+    assert later.status_code == 201
+    assert last_report_id(catalog.get(url).json()) == posted.json()["id"]

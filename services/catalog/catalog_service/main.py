@@ -12,7 +12,7 @@ from catalog_service.activations import ACTIVATIONS_GROUP, handle_requests_event
 from catalog_service.config import CatalogSettings
 from catalog_service.live import LiveCatalog
 from catalog_service.plan_files import PlanFileError, load_plan_file
-from catalog_service.reviews import load_dialogue_meetings
+from catalog_service.reviews import ReviewReportCache, load_dialogue_meetings
 from catalog_service.reviews_router import router as reviews_router
 from catalog_service.router import router
 from catalog_service.snapshot import CatalogSnapshot, load_snapshot
@@ -61,7 +61,8 @@ def create_app(settings: CatalogSettings | None = None, *, clock: Callable[[], d
         """Sync the plan files into the database (publishing what changed),
         then serve the snapshot. Retries while the database is not ready."""
         try:
-            plans = [load_plan_file(path) for path in settings.plan_files]
+            # In a thread: reading and checking the plan files must not hold up the event loop.
+            plans = await asyncio.to_thread(lambda: [load_plan_file(path) for path in settings.plan_files])
         except PlanFileError as error:
             state["error"] = f"plan file refused: {error}"
             log.error("%s", state["error"])
@@ -104,6 +105,7 @@ def create_app(settings: CatalogSettings | None = None, *, clock: Callable[[], d
     )
     app.state.clock = clock
     app.state.live_catalog = live
+    app.state.review_reports = ReviewReportCache()
     app.state.stale_commitments = stale_watch
     return app
 

@@ -6,8 +6,9 @@ then insertion order). A report that a correction has superseded no longer
 counts. With no report, the status is the one read from the plan's text,
 holding from the plan's adoption.
 
-`current_progress(reports, plan_text, on=day)` is the same rule as of an
-earlier day (for reports as of a review meeting's date).
+The status as of an earlier day (a review meeting's date) has one rule, in
+reviews.py (`last_reports_on`, computed in the database): the same order,
+over the reports as of that day or earlier, whenever they were recorded.
 """
 
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ from shared.messaging_models import as_utc
 STATUS_BY_CODE: dict[int, ProgressStatus] = {code: name for name, code in PROGRESS_STATUSES.items()}  # type: ignore[misc]
 # The one status in which silence makes a commitment stale.
 STALE_STATUS: ProgressStatus = "implementation"
+# An activated offer in one of these is still expected to report.
+ACTIVATED_STILL_OPEN: tuple[ProgressStatus, ...] = ("pipeline", "implementation")
 
 
 class ReportFacts(Protocol):
@@ -46,14 +49,11 @@ def report_order(report: ReportFacts) -> tuple[date, datetime, int]:
     return report.as_of, as_utc(report.reported_at), report.seq or 0
 
 
-def effective_reports(reports: Iterable[ReportFacts], on: date | None = None) -> list[ReportFacts]:
-    """The reports that count, by `report_order`. With `on`, only what was
-    known that day counts: reports made by then about a day up to then (and a
-    correction made later does not yet supersede)."""
-    known = [report for report in reports if on is None or (
-        report.as_of <= on and as_utc(report.reported_at).date() <= on)]
-    superseded = {report.supersedes for report in known if report.supersedes}
-    return sorted((report for report in known if report.id not in superseded), key=report_order)
+def effective_reports(reports: Iterable[ReportFacts]) -> list[ReportFacts]:
+    """The reports that count now, by `report_order`: all but those a correction superseded."""
+    reports = list(reports)
+    superseded = {report.supersedes for report in reports if report.supersedes}
+    return sorted((report for report in reports if report.id not in superseded), key=report_order)
 
 
 def plan_text_progress(document: CommitmentDocument, adopted: date) -> CurrentProgress:
@@ -61,9 +61,9 @@ def plan_text_progress(document: CommitmentDocument, adopted: date) -> CurrentPr
     return CurrentProgress(status=STATUS_BY_CODE[document.status.code], source="plan_text", as_of=adopted)
 
 
-def current_progress(reports: Iterable[ReportFacts], plan_text: CurrentProgress,
-                     on: date | None = None) -> CurrentProgress:
-    counted = effective_reports(reports, on)
+def current_progress(reports: Iterable[ReportFacts], plan_text: CurrentProgress) -> CurrentProgress:
+    """The status that holds now."""
+    counted = effective_reports(reports)
     if not counted:
         return plan_text
     latest = counted[-1]
@@ -76,15 +76,29 @@ def last_reported_at(reports: Iterable[ReportFacts]) -> datetime | None:
     return max((as_utc(report.reported_at) for report in reports), default=None)
 
 
-def stale_from(progress: CurrentProgress, last_reported: datetime | None, adopted: date,
-               stale_after: timedelta) -> datetime | None:
-    """When the commitment becomes stale if nothing more is reported: in
-    implementation, `stale_after` past the last report (or, never reported,
-    past the plan's adoption). None when its status cannot go stale."""
-    if progress.status != STALE_STATUS:
-        return None
-    since = last_reported if last_reported is not None else datetime.combine(adopted, time(), tzinfo=UTC)
-    return since + stale_after
+def stale_since(status: str, last_reported: datetime | None, activated: datetime | None,
+                adopted: date) -> datetime | None:
+    """The moment silence on a commitment starts to count toward staleness,
+    or None when its status cannot go stale. One rule for the list's `stale`
+    filter and the staleness check's events:
+    - in implementation: since its last report (never reported: since the
+      plan's adoption);
+    - an activated offer still open (pipeline or implementation): since its
+      last report or its first activation, whichever is later."""
+    starts: list[datetime] = []
+    if status == STALE_STATUS:
+        starts.append(last_reported or datetime.combine(adopted, time(), tzinfo=UTC))
+    if activated is not None and status in ACTIVATED_STILL_OPEN:
+        starts += [activated, *([last_reported] if last_reported else [])]
+    return max(starts) if starts else None
+
+
+def stale_from(progress: CurrentProgress, last_reported: datetime | None, activated: datetime | None,
+               adopted: date, stale_after: timedelta) -> datetime | None:
+    """When the commitment becomes stale if nothing more is reported (see
+    `stale_since`); None when its status cannot go stale."""
+    since = stale_since(progress.status, last_reported, activated, adopted)
+    return None if since is None else since + stale_after
 
 
 @dataclass(frozen=True)

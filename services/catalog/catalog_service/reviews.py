@@ -6,33 +6,41 @@ each with the public report it is known from) under ids that do not change,
 so loading them again adds nothing.
 
 A review's report is computed from the append-only progress reports (time
-travel). The rule for which reports count at a meeting's date D: every report
-whose `as_of` is on or before D, whenever it was recorded. A report recorded
-after the meeting about an earlier day completes the record of that day (most
-of the plan's history is entered long after its meetings), so it shows; a
-report whose `as_of` is after D does not, whenever it was recorded. A
-correction always replaces the report it supersedes. Requests and activations
-count when they happened on or before D (UTC).
+travel). The rule for which reports count at a meeting's date D, the one rule
+for a status as of an earlier day: every report whose `as_of` is on or before
+D, whenever it was recorded. A report recorded after the meeting about an
+earlier day completes the record of that day (most of the plan's history is
+entered long after its meetings), so it shows; a report whose `as_of` is after
+D does not, whenever it was recorded. A correction always replaces the report
+it supersedes, whatever its own date. Among those that count, the last by the
+current-status rule's order (progress.report_order) holds. Requests and
+activations count when they happened on or before D (UTC).
+
+The database picks each commitment's last report on D (`last_reports_on`),
+so a report reads about two hundred rows however many reports there are.
+A rendered report is kept (`ReviewReportCache`) until a report, an activity
+or a meeting is added, or the catalog changes.
 """
 
 import csv
 import datetime as dt
 import io
 import json
+import threading
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func
 from sqlalchemy import select as core_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlmodel import Session, col, select
 
 from catalog_service.models import CommitmentActivityRow, PlanRow, ProgressReportRow, ReviewMeetingRow
-from catalog_service.progress import effective_reports, plan_text_progress
+from catalog_service.progress import plan_text_progress
 from catalog_service.reporting import Text
 from catalog_service.snapshot import CatalogSnapshot, CommitmentView
 from shared.contracts.catalog import PROGRESS_STATUSES, ProgressStatus
@@ -198,62 +206,35 @@ class ReviewReport(BaseModel):
     pillars: list[PillarAtReview]
 
 
-class _Report(NamedTuple):
-    """What the report reads of a progress report: a plain tuple, whose fields
-    read several times faster than a database row's in the rule's sorting."""
-
-    seq: int | None
-    id: str
-    commitment_id: str
-    status: str
-    as_of: date
-    reported_at: datetime
-    supersedes: str | None
-
-
 _REPORTS = table_of(ProgressReportRow)
 _ACTIVITY = table_of(CommitmentActivityRow)
+_REVIEWS = table_of(ReviewMeetingRow)
+# Reports a correction withdrew (`supersedes` is never NULL here, so NOT IN is safe).
+_WITHDRAWN = core_select(_REPORTS.c.supersedes).where(_REPORTS.c.supersedes.is_not(None))
 
 
-def _counted_reports(session: Session, commitment_ids: Sequence[str], until: date) -> dict[str, list[_Report]]:
-    """Each commitment's reports as of `until` or earlier that count
-    (corrections applied), in the order of the current-status rule.
-
-    Only what a report on `until` can show is read: later reports only for
-    the reports they correct (a correction replaces what it supersedes, whatever
-    its own date), and summaries apart (see _summaries). With 10,000 reports,
-    reading every column of every row was most of the report's time."""
-    among = _REPORTS.c.commitment_id.in_(list(commitment_ids))
-    statement = core_select(_REPORTS.c.seq, _REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status,
-                            _REPORTS.c.as_of, _REPORTS.c.reported_at, _REPORTS.c.supersedes)
-    corrected_later = set(session.scalars(core_select(_REPORTS.c.supersedes).where(
-        among, _REPORTS.c.as_of > until, _REPORTS.c.supersedes.is_not(None))))
-    grouped: dict[str, list[_Report]] = defaultdict(list)
-    for row in session.execute(statement.where(among, _REPORTS.c.as_of <= until)).all():
-        grouped[row.commitment_id].append(_Report._make(row))
-    # Filtered after the rule, so that a report corrected later still removes the one it corrected.
-    return {commitment_id: [report for report in effective_reports(reports) if report.id not in corrected_later]  # type: ignore[misc]
-            for commitment_id, reports in grouped.items()}
+def last_reports_on(session: Session, commitment_ids: Sequence[str], day: date) -> dict[str, Row]:
+    """The report whose status holds on `day`, by commitment id (none: nothing
+    counted by then): the rule in the module's docstring, in one query. Rows
+    have id, commitment_id, status, as_of, reported_at and summary."""
+    latest_first = func.row_number().over(
+        partition_by=_REPORTS.c.commitment_id,
+        order_by=(_REPORTS.c.as_of.desc(), _REPORTS.c.reported_at.desc(), _REPORTS.c.seq.desc()))
+    ranked = (core_select(_REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status, _REPORTS.c.as_of,
+                          _REPORTS.c.reported_at, _REPORTS.c.summary, latest_first.label("latest"))
+              .where(_REPORTS.c.commitment_id.in_(list(commitment_ids)), _REPORTS.c.as_of <= day,
+                     _REPORTS.c.id.not_in(_WITHDRAWN))
+              .subquery())
+    statement = core_select(ranked).where(ranked.c.latest == 1)
+    return {row.commitment_id: row for row in session.execute(statement)}
 
 
-def _summaries(session: Session, report_ids: Sequence[str]) -> dict[str, str]:
-    """The summaries of the reports the report shows (one per commitment at most)."""
-    statement = core_select(_REPORTS.c.id, _REPORTS.c.summary).where(_REPORTS.c.id.in_(list(report_ids)))
-    return {row.id: row.summary for row in session.execute(statement)}
-
-
-def _last_counted(reports: Sequence[_Report], day: date) -> _Report | None:
-    """The report whose status holds on `day`: the last by the rule's order among those as of `day` or earlier."""
-    return next((report for report in reversed(reports) if report.as_of <= day), None)
-
-
-def _status_on(view: CommitmentView, reports: Sequence[_Report], adopted: date, day: date
-               ) -> tuple[ProgressStatus, str, date, _Report | None]:
-    last = _last_counted(reports, day)
+def _status_on(view: CommitmentView, last: Row | None, adopted: date
+               ) -> tuple[ProgressStatus, str, date, Row | None]:
     if last is None:
         text = plan_text_progress(view.read, adopted)
         return text.status, "plan_text", adopted, None
-    return last.status, "report", last.as_of, last  # type: ignore[return-value]
+    return last.status, "report", last.as_of, last
 
 
 def _activity_until(session: Session, commitment_ids: Sequence[str], day: date) -> dict[str, list]:
@@ -291,19 +272,16 @@ def review_report(session: Session, snapshot: CatalogSnapshot, plan_id: str, rev
     review, previous = reviews[position], (reviews[position - 1] if position > 0 else None)
     views = snapshot.commitments_of(plan_id)
     ids = [view.read.id for view in views]
-    reports = _counted_reports(session, ids, review.date)
+    last_on_review = last_reports_on(session, ids, review.date)
+    last_on_previous = last_reports_on(session, ids, previous.date) if previous is not None else {}
     activity = _activity_until(session, ids, review.date)
 
     pillars = {pillar.number: PillarAtReview(number=pillar.number, name=pillar.name, counts={}, changes=[],
                                              commitments=[]) for pillar in plan.pillars}
-    at_review = {view.read.id: _status_on(view, reports.get(view.read.id, []), plan.adopted, review.date)
-                 for view in views}
-    summaries = _summaries(session, [last.id for *_, last in at_review.values() if last is not None])
     for view in views:
-        own = reports.get(view.read.id, [])
-        status, source, as_of, last = at_review[view.read.id]
+        status, source, as_of, last = _status_on(view, last_on_review.get(view.read.id), plan.adopted)
         if previous is not None:
-            before = _status_on(view, own, plan.adopted, previous.date)[0]
+            before = _status_on(view, last_on_previous.get(view.read.id), plan.adopted)[0]
         else:
             before = plan_text_progress(view.read, plan.adopted).status
         requests, activations = _requests_and_activations(activity.get(view.read.id, []))
@@ -312,7 +290,7 @@ def review_report(session: Session, snapshot: CatalogSnapshot, plan_id: str, rev
             id=view.read.id, section_code=view.read.section_code, kind=view.read.kind,
             condition_type=view.read.condition.type, status=status, status_source=source, status_as_of=as_of,
             previous_status=before,
-            last_report=LastReport(id=last.id, status=last.status, as_of=last.as_of, summary=summaries[last.id],
+            last_report=LastReport(id=last.id, status=last.status, as_of=last.as_of, summary=last.summary,
                                    reported_at=as_utc(last.reported_at)) if last else None,
             requests=requests, activations=activations,
         ))
@@ -326,6 +304,48 @@ def review_report(session: Session, snapshot: CatalogSnapshot, plan_id: str, rev
     return ReviewReport(review=review_read(review), previous_review=review_read(previous) if previous else None,
                         counts={status: totals.get(status, 0) for status in STATUS_ORDER},
                         pillars=list(pillars.values()))
+
+
+# -- rendered reports, kept until what they are computed from changes ---------------
+def report_inputs(session: Session, plan_id: str) -> tuple:
+    """What a plan's review reports are computed from, beside the catalog
+    snapshot: its meetings, and how many progress reports and activities
+    there are. Reports and activities are append-only, so their count moves
+    with every one committed (a highest `seq` alone would miss one that
+    commits after a later-numbered one, on PostgreSQL)."""
+    meetings = tuple(session.execute(core_select(_REVIEWS.c.id, _REVIEWS.c.date)
+                                     .where(_REVIEWS.c.plan_id == plan_id)
+                                     .order_by(_REVIEWS.c.date, _REVIEWS.c.id)).tuples())
+    reports = session.execute(core_select(func.count(), func.max(_REPORTS.c.seq))).one()
+    activity = session.execute(core_select(func.count(), func.max(_ACTIVITY.c.seq))).one()
+    return meetings, tuple(reports), tuple(activity)
+
+
+class ReviewReportCache:
+    """Rendered review reports (JSON or CSV), by the snapshot's fingerprint,
+    the report asked for and `report_inputs`: a new progress report, activity
+    or meeting, from any replica, makes a new key, so a kept report is never
+    served after what it was computed from changed. Least recently used go
+    first. Routes run on several threads: the lock guards the dictionary,
+    not the rendering (two threads may render the same report once each)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._rendered: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_render(self, key: tuple, render: Callable[[], bytes]) -> bytes:
+        with self._lock:
+            body = self._rendered.get(key)
+            if body is not None:
+                self._rendered.move_to_end(key)
+                return body
+        body = render()
+        with self._lock:
+            self._rendered[key] = body
+            while len(self._rendered) > self.size:
+                self._rendered.popitem(last=False)
+        return body
 
 
 CSV_COLUMNS = (

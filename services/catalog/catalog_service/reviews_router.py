@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlmodel import Session
 
@@ -12,9 +12,11 @@ from catalog_service.reviews import (
     ReviewList,
     ReviewRead,
     ReviewReport,
+    ReviewReportCache,
     plan_reviews,
     record_review,
     report_csv,
+    report_inputs,
     review_read,
     review_report,
 )
@@ -78,13 +80,21 @@ def get_review(runtime: Runtime, snapshot: Catalog, plan_id: PlanId, review_id: 
                404: {"description": "No such plan or review meeting"}},
     dependencies=[only_known_parameters("format")],
 )
-def get_review_report(runtime: Runtime, snapshot: Catalog, plan_id: PlanId, review_id: ReviewId,
+def get_review_report(request: Request, runtime: Runtime, snapshot: Catalog, plan_id: PlanId, review_id: ReviewId,
                       format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
                       ) -> Response:
+    cache: ReviewReportCache = request.app.state.review_reports
     with read_session(runtime) as session:
-        report = review_report(session, snapshot, plan_id, review_id)
+        # Read before the report, so a kept report is at least as new as its key.
+        key = (snapshot.fingerprint, plan_id, review_id, format, report_inputs(session, plan_id))
+
+        def render() -> bytes:
+            report = review_report(session, snapshot, plan_id, review_id)
+            return report_csv(report).encode() if format == "csv" else report.model_dump_json().encode()
+
+        body = cache.get_or_render(key, render)
     if format == "csv":
         filename = f"{plan_id}-{review_id}.csv"
-        return Response(report_csv(report), media_type="text/csv; charset=utf-8",
+        return Response(body, media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    return Response(report.model_dump_json(), media_type="application/json")
+    return Response(body, media_type="application/json")

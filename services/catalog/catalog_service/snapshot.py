@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
+from sqlalchemy import func
 from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from catalog_service.models import AgencyRow, CommitmentRow, PlanRow, ProgressReportRow
+from catalog_service.models import AgencyRow, CommitmentActivityRow, CommitmentRow, PlanRow, ProgressReportRow
 from catalog_service.progress import (
     ProgressTrail,
     current_progress,
@@ -151,6 +152,9 @@ class CatalogSnapshot:
     stale_thresholds: tuple[datetime, ...] = ()
     # Each commitment's revision: what a refresh compares with the database.
     revisions: dict[str, int] = field(default_factory=dict)
+    # Each activated offer's first activation (requests.events): a refresh
+    # compares these too, since an activation can make an offer go stale.
+    activations: dict[str, datetime] = field(default_factory=dict)
     plan_hashes: dict[str, str] = field(default_factory=dict)
 
     def stale_count(self, now: datetime) -> int:
@@ -177,6 +181,9 @@ _PLANS = table_of(PlanRow)
 # What a refresh compares: a small query, run every few seconds.
 _REVISIONS = core_select(_COMMITMENTS.c.id, _COMMITMENTS.c.revision, _COMMITMENTS.c.content_hash)
 _PLAN_HASHES = core_select(_PLANS.c.id, _PLANS.c.content_hash)
+_ACTIVITY = table_of(CommitmentActivityRow)
+_FIRST_ACTIVATION = (core_select(_ACTIVITY.c.commitment_id, func.min(_ACTIVITY.c.occurred_at))
+                     .where(_ACTIVITY.c.kind == "offer_activated").group_by(_ACTIVITY.c.commitment_id))
 # What views need of reports: not the summaries.
 _REPORT_FACTS = core_select(
     _REPORTS.c.seq, _REPORTS.c.id, _REPORTS.c.commitment_id, _REPORTS.c.status, _REPORTS.c.as_of,
@@ -195,8 +202,15 @@ def reports_by_commitment(session: Session, commitment_ids: Iterable[str] | None
     return grouped
 
 
-def build_view(row: CommitmentRow, reports: list, adopted: date, stale_after: timedelta) -> CommitmentView:
-    """A commitment as served, with the progress its reports give."""
+def first_activations(session: Session) -> dict[str, datetime]:
+    """When each activated offer was first activated, by commitment id."""
+    return {commitment_id: as_utc(first) for commitment_id, first in session.execute(_FIRST_ACTIVATION)}
+
+
+def build_view(row: CommitmentRow, reports: list, adopted: date, stale_after: timedelta,
+               activated: datetime | None = None) -> CommitmentView:
+    """A commitment as served, with the progress its reports give (and, for
+    staleness, its first activation if it is an activated offer)."""
     document = CommitmentDocument.model_validate(row.document)
     progress = current_progress(reports, plan_text_progress(document, adopted))
     trail = progress_trail(reports, {report.id: report.evidence for report in reports})
@@ -206,7 +220,7 @@ def build_view(row: CommitmentRow, reports: list, adopted: date, stale_after: ti
     search_text = " ".join([read.text, read.section, read.condition.text or ""]).lower()
     return CommitmentView(
         read=read, json=read.model_dump_json().encode(), search_text=search_text,
-        stale_from=stale_from(progress, trail.last_reported_at, adopted, stale_after), trail=trail,
+        stale_from=stale_from(progress, trail.last_reported_at, activated, adopted, stale_after), trail=trail,
         content_hash=row.content_hash,
     )
 
@@ -227,9 +241,11 @@ def load_snapshot(engine: Engine, *, stale_after: timedelta = DEFAULT_STALE_AFTE
         commitment_rows = session.exec(select(CommitmentRow)).all()
         agency_rows = session.exec(select(AgencyRow).order_by(col(AgencyRow.id))).all()
         reports = reports_by_commitment(session)
+        activations = first_activations(session)
 
     adopted = {row.id: row.adopted for row in plan_rows}
-    views = [build_view(row, reports.get(row.id, []), adopted[row.plan_id], stale_after) for row in commitment_rows]
+    views = [build_view(row, reports.get(row.id, []), adopted[row.plan_id], stale_after, activations.get(row.id))
+             for row in commitment_rows]
     plan_order = {row.id: position for position, row in enumerate(plan_rows)}
     views.sort(key=lambda view: (plan_order.get(view.read.plan_id, 0), view.read.source.start))
 
@@ -280,21 +296,25 @@ def load_snapshot(engine: Engine, *, stale_after: timedelta = DEFAULT_STALE_AFTE
         stale_after=stale_after,
         stale_thresholds=_stale_thresholds(views),
         revisions={view.read.id: view.read.revision for view in views},
+        activations=activations,
         plan_hashes=plan_hashes,
     )
 
 
 def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapshot:
     """The snapshot as the database has it now: the same object when nothing
-    changed; the commitments whose revision moved rebuilt when only that
-    happened (progress reports); else loaded anew (a sync changed the plans)."""
+    changed; the commitments whose revision or first activation moved rebuilt
+    when only that happened (progress reports, offers activated); else loaded
+    anew (a sync changed the plans)."""
     with Session(engine) as session:
         revisions = {row.id: (row.revision, row.content_hash) for row in session.execute(_REVISIONS)}
         plan_hashes = {row.id: row.content_hash for row in session.execute(_PLAN_HASHES)}
         if plan_hashes != snapshot.plan_hashes or set(revisions) != set(snapshot.revisions):
             return load_snapshot(engine, stale_after=snapshot.stale_after)
+        activations = first_activations(session)
         moved = [commitment_id for commitment_id, (revision, _) in revisions.items()
-                 if revision != snapshot.revisions[commitment_id]]
+                 if revision != snapshot.revisions[commitment_id]
+                 or activations.get(commitment_id) != snapshot.activations.get(commitment_id)]
         if not moved:
             return snapshot
         if any(revisions[commitment_id][1] != snapshot.by_id[commitment_id].content_hash
@@ -303,7 +323,8 @@ def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapsh
         rows = session.exec(select(CommitmentRow).where(col(CommitmentRow.id).in_(moved))).all()
         reports = reports_by_commitment(session, moved)
     renewed = {
-        row.id: build_view(row, reports.get(row.id, []), snapshot.plans[row.plan_id].adopted, snapshot.stale_after)
+        row.id: build_view(row, reports.get(row.id, []), snapshot.plans[row.plan_id].adopted, snapshot.stale_after,
+                           activations.get(row.id))
         for row in rows
     }
     views = [renewed.get(view.read.id, view) for view in snapshot.commitments]
@@ -315,4 +336,5 @@ def refresh_snapshot(engine: Engine, snapshot: CatalogSnapshot) -> CatalogSnapsh
         page_cache={},
         stale_thresholds=_stale_thresholds(views),
         revisions={view.read.id: view.read.revision for view in views},
+        activations=activations,
     )

@@ -22,19 +22,19 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from prometheus_client import Gauge
-from sqlalchemy import func, update
 from sqlalchemy import select as core_select
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from catalog_service.models import CommitmentActivityRow, CommitmentRow, CommitmentStalenessRow, PlanRow
-from catalog_service.progress import STALE_STATUS, current_progress, last_reported_at, plan_text_progress
-from catalog_service.snapshot import reports_by_commitment
+from catalog_service.models import CommitmentRow, CommitmentStalenessRow, PlanRow
+from catalog_service.progress import current_progress, last_reported_at, plan_text_progress, stale_since
+from catalog_service.snapshot import first_activations, reports_by_commitment
 from shared.contracts.catalog import CATALOG_SOURCE, COMMITMENT_STALE, CommitmentDocument, CommitmentStale
 from shared.db import table_of
 from shared.group_commit import GroupCommitWriter
@@ -46,8 +46,6 @@ from shared.topics import CATALOG_PROGRESS
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# An activated offer in one of these is still expected to report.
-ACTIVATED_STILL_OPEN = ("pipeline", "implementation")
 
 STALE_COMMITMENTS = Gauge(
     "caj_catalog_stale_commitments",
@@ -56,9 +54,8 @@ STALE_COMMITMENTS = Gauge(
 )
 
 _STALENESS = table_of(CommitmentStalenessRow)
-_ACTIVITY = table_of(CommitmentActivityRow)
-_FIRST_ACTIVATION = (core_select(_ACTIVITY.c.commitment_id, func.min(_ACTIVITY.c.occurred_at))
-                     .where(_ACTIVITY.c.kind == "offer_activated").group_by(_ACTIVITY.c.commitment_id))
+
+
 @dataclass(frozen=True)
 class StaleCommitment:
     """A commitment stale now, and the row of its last announced period as stored."""
@@ -76,17 +73,13 @@ class StaleCommitment:
         return as_utc(since) != self.since or period < self.event.period
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
 def stale_commitments(read_engine: Engine, now: datetime, stale_after: timedelta) -> list[StaleCommitment]:
     """Every commitment stale at `now`, from the database (whichever replica wrote it)."""
     with Session(read_engine) as session:
         adopted = {plan.id: plan.adopted for plan in session.exec(select(PlanRow)).all()}
         commitments = session.exec(select(CommitmentRow)).all()
         reports = reports_by_commitment(session)
-        activated = {commitment_id: as_utc(first) for commitment_id, first in session.execute(_FIRST_ACTIVATION)}
+        activated = first_activations(session)
         claimed = {row.commitment_id: (row.since, row.period) for row in session.execute(core_select(_STALENESS))}
     stale = []
     for row in commitments:
@@ -94,14 +87,10 @@ def stale_commitments(read_engine: Engine, now: datetime, stale_after: timedelta
         own = reports.get(row.id, [])
         progress = current_progress(own, plan_text_progress(document, adopted[row.plan_id]))
         last = last_reported_at(own)
-        starts: list[datetime] = []
-        if progress.status == STALE_STATUS:
-            starts.append(last or _midnight(adopted[row.plan_id]))
-        if row.id in activated and progress.status in ACTIVATED_STILL_OPEN:
-            starts += [activated[row.id], *([last] if last else [])]
-        if not starts:
+        # The same rule as the list's `stale` filter (snapshot.py).
+        since = stale_since(progress.status, last, activated.get(row.id), adopted[row.plan_id])
+        if since is None:
             continue
-        since = max(starts)
         period = staleness_period(since, now, stale_after)
         if period < 1:
             continue
