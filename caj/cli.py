@@ -261,6 +261,20 @@ def slo_rules(
         typer.echo(rules, nl=False)
 
 
+@app.command("dashboards")
+def dashboards(
+    write: bool = typer.Option(False, "--write", help="Write deploy/grafana/dashboards/ instead of listing"),
+) -> None:
+    """The Grafana dashboards (one per service, one for the system), from caj/dashboards.py."""
+    from caj.dashboards import rendered
+
+    for path, text in rendered().items():
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        typer.echo(f"{'wrote ' if write else ''}{path}")
+
+
 @app.command("asyncapi")
 def asyncapi() -> None:
     """Print the AsyncAPI 3.0 document of every topic and event (YAML)."""
