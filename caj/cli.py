@@ -74,6 +74,7 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
         stack.start_service(info, typer.echo)
     if not stack.wait_ready(timeout, typer.echo):
         raise typer.Exit(1)
+    prometheus_url = stack.start_prometheus(typer.echo)
     typer.echo("")
     typer.echo("caj-tracker is up:")
     for info in SERVICES.values():
@@ -81,13 +82,16 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
         typer.echo(f"  {info.name:<14} http://{settings.host}:{settings.port}/docs   "
                    "(metrics /metrics, health /readyz)")
     typer.echo(f"  {'kafka':<14} {SERVICES['catalog'].settings().kafka_bootstrap_servers}")
+    typer.echo(f"  {'prometheus':<14} " + (f"{prometheus_url}   (alerts /alerts, rules from deploy/prometheus/rules)"
+                                            if prometheus_url else "not installed: apt-get install prometheus"))
     typer.echo(f"  logs           {stack.LOG_DIR}")
     typer.echo("Stop everything with: make down")
 
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the three services, then the Kafka broker."""
+    """Stop Prometheus, the three services, then the Kafka broker."""
+    stack.stop_prometheus(typer.echo)
     for info in reversed(list(SERVICES.values())):
         stack.stop_service(info, typer.echo)
     stack.stop_kafka()
