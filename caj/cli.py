@@ -5,12 +5,15 @@ import json
 import os
 from typing import cast, get_args
 
+import httpx
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from caj import deliveries as delivery_admin
 from caj import keys as key_admin
 from caj import outbox as outbox_admin
-from caj import stack
+from caj import slo, stack
+from caj import status as stack_health
 from caj.services import CONSOLE, PROCESSES, SERVICES
 from shared import migrations
 from shared.contracts.identity import Role
@@ -24,6 +27,11 @@ keys_app = typer.Typer(help="API keys: create (shown once), revoke, list.", no_a
 app.add_typer(keys_app, name="keys")
 outbox_app = typer.Typer(help="Outbox rows the broker kept refusing, set aside by the relay.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+deliveries_app = typer.Typer(help="Webhook deliveries, through the notifications API.", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
+slo_app = typer.Typer(help="Service-level objectives (deploy/slo.yaml) and their Prometheus rules.",
+                      no_args_is_help=True)
+app.add_typer(slo_app, name="slo")
 
 BootstrapOption = typer.Option(
     os.environ.get("CAJ_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -66,6 +74,7 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
         stack.start_service(info, typer.echo)
     if not stack.wait_ready(timeout, typer.echo):
         raise typer.Exit(1)
+    prometheus_url = stack.start_prometheus(typer.echo)
     typer.echo("")
     typer.echo("caj-tracker is up:")
     for info in SERVICES.values():
@@ -75,13 +84,16 @@ def stack_up(timeout: float = typer.Option(120.0, help="Seconds to wait for ever
     console = CONSOLE.settings()
     typer.echo(f"  {'console':<14} http://{console.host}:{console.port}/   (sign in with an API key: caj keys create)")
     typer.echo(f"  {'kafka':<14} {SERVICES['catalog'].settings().kafka_bootstrap_servers}")
+    typer.echo(f"  {'prometheus':<14} " + (f"{prometheus_url}   (alerts /alerts, rules from deploy/prometheus/rules)"
+                                            if prometheus_url else "not installed: apt-get install prometheus"))
     typer.echo(f"  logs           {stack.LOG_DIR}")
     typer.echo("Stop everything with: make down")
 
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the console and the three services, then the Kafka broker."""
+    """Stop Prometheus, the console and the three services, then the Kafka broker."""
+    stack.stop_prometheus(typer.echo)
     for info in reversed(list(PROCESSES.values())):
         stack.stop_service(info, typer.echo)
     stack.stop_kafka()
@@ -89,13 +101,21 @@ def stack_down() -> None:
 
 
 @stack_app.command("status")
-def stack_status() -> None:
-    """Which services (and the console) run, and are they ready."""
-    ready = stack.wait_ready(0.1, lambda _line: None)
-    for info in PROCESSES.values():
-        pid = stack.running_pid(info)
-        typer.echo(f"{info.name:<14} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
-    raise typer.Exit(0 if ready else 1)
+def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON, for scripts")) -> None:
+    """Each service: ready or not and why, consumer lag per group, outbox
+    backlog and age, set-aside outbox rows, deliveries by state. Exits 1
+    unless every service is ready."""
+    statuses = []
+    for info in SERVICES.values():
+        settings = info.settings()
+        statuses.append(stack_health.service_status(info, f"http://{settings.host}:{settings.port}"))
+    if as_json:
+        typer.echo(json.dumps({"ready": all(s.ready for s in statuses),
+                               "services": [s.as_json() for s in statuses]}, indent=2))
+    else:
+        for line in stack_health.render_text(statuses):
+            typer.echo(line)
+    raise typer.Exit(0 if all(status.ready for status in statuses) else 1)
 
 
 @keys_app.command("create")
@@ -201,6 +221,64 @@ def outbox_retry(
         typer.echo(f"error: {service} has no set-aside outbox row {row_id}", err=True)
         raise typer.Exit(2)
     typer.echo(f"{service}: outbox row {row_id} is pending again")
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    dead: bool = typer.Option(..., "--dead", help="Retry every dead delivery (the only kind retried by hand)"),
+    agency: str = typer.Option(None, "--agency", help="Only this agency's deliveries"),
+    url: str = typer.Option(None, "--url", help="The notifications service (default: from NOTIFICATIONS_HOST/_PORT)"),
+    api_key: str = typer.Option(..., "--api-key", envvar="CAJ_API_KEY",
+                                help="A coordinator or operator key (env CAJ_API_KEY)"),
+) -> None:
+    """Send dead deliveries again, each on a fresh schedule."""
+    if not dead:
+        raise typer.BadParameter("only dead deliveries are retried: pass --dead", param_hint="--dead")
+    if url is None:
+        settings = SERVICES["notifications"].settings()
+        url = f"http://{settings.host}:{settings.port}"
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
+            report = delivery_admin.retry_dead(client, agency_id=agency)
+    except httpx.HTTPStatusError as error:
+        typer.echo(f"error: {url} answered {error.response.status_code}: {error.response.text[:300]}", err=True)
+        raise typer.Exit(2) from error
+    except httpx.HTTPError as error:
+        typer.echo(f"error: cannot reach {url}: {type(error).__name__}", err=True)
+        raise typer.Exit(2) from error
+    for delivery_id, reason in report.refused.items():
+        typer.echo(f"{delivery_id}: not retried ({reason})", err=True)
+    typer.echo(f"retried {len(report.retried)} dead deliveries" + (f" of {agency}" if agency else "")
+               + (f"; {len(report.refused)} refused" if report.refused else ""))
+    if report.refused:
+        raise typer.Exit(1)
+
+
+@slo_app.command("rules")
+def slo_rules(
+    write: bool = typer.Option(False, "--write", help=f"Write {slo.RULES_FILE.name} instead of printing"),
+) -> None:
+    """The recording and burn-rate alert rules for deploy/slo.yaml."""
+    rules = slo.render()
+    if write:
+        slo.RULES_FILE.write_text(rules)
+        typer.echo(f"wrote {slo.RULES_FILE}")
+    else:
+        typer.echo(rules, nl=False)
+
+
+@app.command("dashboards")
+def dashboards(
+    write: bool = typer.Option(False, "--write", help="Write deploy/grafana/dashboards/ instead of listing"),
+) -> None:
+    """The Grafana dashboards (one per service, one for the system), from caj/dashboards.py."""
+    from caj.dashboards import rendered
+
+    for path, text in rendered().items():
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        typer.echo(f"{'wrote ' if write else ''}{path}")
 
 
 @app.command("asyncapi")

@@ -1,4 +1,5 @@
-"""Start and stop the whole local system: the Kafka broker, the three services and the console."""
+"""Start and stop the whole local system: the Kafka broker, the three
+services, the console and, when it is installed, Prometheus scraping them."""
 
 import os
 import signal
@@ -8,7 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
+from caj import prometheus
 from caj.services import PROCESSES, SERVICES, ServiceInfo
 from shared import migrations
 from shared.settings import DEFAULT_DATA_DIR, REPO_ROOT
@@ -19,6 +22,9 @@ LOG_DIR = DEFAULT_DATA_DIR / "log"
 # The local stack is for development: webhook receivers there run on this
 # machine, at addresses production refuses. The environment still wins.
 DEVELOPMENT_SETTINGS = {"NOTIFICATIONS_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"}
+PROMETHEUS_DIR = DEFAULT_DATA_DIR / "prometheus"
+PROMETHEUS_PID = RUN_DIR / "prometheus.pid"
+PROMETHEUS_ADDRESS = os.environ.get("CAJ_PROMETHEUS_ADDRESS", "127.0.0.1:9090")
 
 
 def _pid_file(service: ServiceInfo) -> Path:
@@ -130,3 +136,68 @@ def stop_service(service: ServiceInfo, echo, timeout: float = 20.0) -> None:
         os.killpg(pid, signal.SIGKILL)
     _pid_file(service).unlink(missing_ok=True)
     echo(f"{service.name}: stopped")
+
+
+# -- Prometheus ------------------------------------------------------------------------
+def _prometheus_pid() -> int | None:
+    """Our Prometheus: the pid file's process, if it runs with our config."""
+    try:
+        pid = int(PROMETHEUS_PID.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid if f"--config.file={PROMETHEUS_DIR / 'prometheus.yml'}" in command else None
+
+
+def start_prometheus(echo, timeout: float = 60.0) -> str | None:
+    """Prometheus with the project's config and rules, scraping the local
+    services; its URL, or None when the binary is not installed."""
+    url = f"http://{PROMETHEUS_ADDRESS}"
+    if (pid := _prometheus_pid()) is not None:
+        echo(f"prometheus: already running (pid {pid})")
+        return url
+    if prometheus.binary() is None:
+        echo("prometheus: not installed, not started (Debian: apt-get install prometheus)")
+        return None
+    targets = {}
+    for service in SERVICES.values():
+        settings = service.settings()
+        targets[service.name] = f"{settings.host}:{settings.port}"
+    PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    config_file = PROMETHEUS_DIR / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(prometheus.local_config(targets)))
+    with open(LOG_DIR / "prometheus.log", "ab") as log_file:
+        process = subprocess.Popen(
+            prometheus.command(config_file, PROMETHEUS_DIR / "data", PROMETHEUS_ADDRESS),
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    PROMETHEUS_PID.write_text(str(process.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            echo(f"prometheus: exited; see {LOG_DIR / 'prometheus.log'}")
+            return None
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                echo(f"prometheus: ready at {url} (pid {process.pid}), log {LOG_DIR / 'prometheus.log'}")
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    echo(f"prometheus: not ready after {timeout:.0f}s; see {LOG_DIR / 'prometheus.log'}")
+    return None
+
+
+def stop_prometheus(echo, timeout: float = 20.0) -> None:
+    pid = _prometheus_pid()
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        echo("prometheus: stopped")
+    PROMETHEUS_PID.unlink(missing_ok=True)

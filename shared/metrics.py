@@ -43,6 +43,15 @@ OUTBOX_SET_ASIDE_ROWS = Gauge(
     "caj_outbox_set_aside_rows", "Outbox rows set aside and not yet put back (caj outbox failed)", ["service"]
 )
 
+# Set when /metrics is scraped, so an alert can name what is down right now.
+WORKER_UP = Gauge(
+    "caj_worker_up", "1 while a background worker's loop runs, 0 while it is down or restarting",
+    ["service", "worker"],
+)
+KAFKA_BROKER_REACHABLE = Gauge(
+    "caj_kafka_broker_reachable", "1 when the broker answered a metadata request (as /readyz checks it)", ["service"]
+)
+
 WORKER_RESTARTS = Counter(
     "caj_worker_restarts_total",
     "Background workers (relay, consumers, writer, key store, dispatcher) restarted after an unexpected exit",

@@ -31,7 +31,7 @@ from shared.kafka import make_producer
 from shared.logging import configure_logging
 from shared.migrations import current_revision, head_revision
 from shared.openapi import document_problems
-from shared.outbox import OutboxRelay, outbox_backlog
+from shared.outbox import OutboxRelay, outbox_backlog, outbox_set_aside_count
 from shared.problems import install_problem_handlers
 from shared.retry import Backoff, retry
 from shared.settings import ServiceSettings
@@ -273,10 +273,21 @@ class ServiceRuntime:
     def refresh_gauges(self) -> None:
         with Session(self.read_engine) as session:
             backlog, oldest_age = outbox_backlog(session)
+            set_aside = outbox_set_aside_count(session)
             for refresh in self.metric_refreshers:
                 refresh(session)
-        metrics.OUTBOX_BACKLOG.labels(self.settings.service_name).set(backlog)
-        metrics.OUTBOX_OLDEST_AGE.labels(self.settings.service_name).set(oldest_age)
+        service = self.settings.service_name
+        metrics.OUTBOX_BACKLOG.labels(service).set(backlog)
+        metrics.OUTBOX_OLDEST_AGE.labels(service).set(oldest_age)
+        metrics.OUTBOX_SET_ASIDE_ROWS.labels(service).set(set_aside)
+
+    async def refresh_health_gauges(self) -> None:
+        """Worker and broker gauges, from the same checks /readyz makes."""
+        service = self.settings.service_name
+        for worker in self.workers():
+            metrics.WORKER_UP.labels(service, worker.name).set(1 if worker.running or worker.finished else 0)
+        broker = await self._check_kafka()
+        metrics.KAFKA_BROKER_REACHABLE.labels(service).set(1 if broker.ok else 0)
 
 
 def create_service_app(
@@ -337,6 +348,7 @@ def create_service_app(
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics():
+        await runtime.refresh_health_gauges()
         try:
             await asyncio.to_thread(runtime.refresh_gauges)
         except Exception:

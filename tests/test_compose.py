@@ -1,6 +1,6 @@
 """docker-compose.yml cannot run here (no Docker engine), so this reads it and
-checks it agrees with the code: ports, environment names, Kafka and
-Prometheus wiring."""
+checks it agrees with the code: ports, environment names, Kafka, Prometheus
+and Grafana wiring."""
 
 from pathlib import Path
 
@@ -83,8 +83,28 @@ def test_prometheus_scrapes_every_service_on_its_port():
     for name, info in PROCESSES.items():
         port = info.settings_class.model_fields["port"].default
         assert targets[name] == [f"{name}:{port}"]
-    mounted = COMPOSE["services"]["prometheus"]["volumes"]
-    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounted
+    prometheus = COMPOSE["services"]["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    # The config's rule files are found beside it, as in the repo.
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert PROMETHEUS["rule_files"] == ["rules/*.yml"]
+    assert sorted(path.name for path in (REPO_ROOT / "deploy/prometheus/rules").glob("*.yml")) == [
+        "alerts.yml", "slo.yml"]
+
+
+def test_grafana_has_the_dashboards_and_prometheus_as_its_data_source():
+    grafana = COMPOSE["services"]["grafana"]
+    volumes = grafana["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    dashboards = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/caj-tracker.yml").read_text())
+    path = dashboards["providers"][0]["options"]["path"]
+    assert f"./deploy/grafana/dashboards:{path}:ro" in volumes
+    assert len(list((REPO_ROOT / "deploy/grafana/dashboards").glob("*.json"))) == 4
+    sources = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    source = sources["datasources"][0]
+    port = COMPOSE["services"]["prometheus"]["ports"][0].split(":")[1]
+    assert source["type"] == "prometheus" and source["url"] == f"http://prometheus:{port}"
+    assert "prometheus" in grafana["depends_on"]
 
 
 def test_one_image_for_all_services():

@@ -1,7 +1,19 @@
 """Acceptance 5: /readyz answers 503 while the broker is down and 200 again
 after it returns, without restarting the service."""
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.service_process import ServiceProcess
+
+
+def broker_reachable(service: ServiceProcess) -> float | None:
+    """caj_kafka_broker_reachable on the service's /metrics (the KafkaBrokerUnreachable alert)."""
+    for family in text_string_to_metric_families(httpx.get(service.base_url + "/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "caj_kafka_broker_reachable" and sample.labels == {"service": "requests"}:
+                return sample.value
+    return None
 
 
 def test_readyz_follows_the_broker_down_and_back_up(own_kafka_broker, tmp_path):
@@ -14,6 +26,7 @@ def test_readyz_follows_the_broker_down_and_back_up(own_kafka_broker, tmp_path):
     try:
         ready = service.wait_status("/readyz", 200, timeout=90).json()
         assert ready["checks"]["kafka"]["ok"] and ready["checks"]["consumers"]["ok"]
+        assert broker_reachable(service) == 1.0
         pid = service.process.pid
 
         own_kafka_broker.stop()
@@ -22,9 +35,11 @@ def test_readyz_follows_the_broker_down_and_back_up(own_kafka_broker, tmp_path):
         assert down["checks"]["kafka"]["ok"] is False
         assert down["checks"]["database"]["ok"] is True
         assert service.wait_status("/livez", 200, timeout=5).json() == {"status": "alive"}
+        assert broker_reachable(service) == 0.0
 
         own_kafka_broker.start()
         service.wait_status("/readyz", 200, timeout=120)
+        assert broker_reachable(service) == 1.0
         assert service.process.pid == pid and service.process.poll() is None, "the service must not restart"
     finally:
         service.stop()

@@ -19,6 +19,12 @@ def restarts_of(worker: str) -> float:
     return REGISTRY.get_sample_value("caj_worker_restarts_total", {"worker": worker}) or 0.0
 
 
+def worker_up(client: TestClient) -> float | None:
+    """The flaky worker's caj_worker_up, as a scrape of /metrics leaves it."""
+    assert client.get("/metrics").status_code == 200
+    return REGISTRY.get_sample_value("caj_worker_up", {"service": "worker-test", "worker": "test-flaky-worker"})
+
+
 # -- Backoff -------------------------------------------------------------------------
 def test_backoff_grows_then_stays_at_its_cap_however_long_it_fails():
     backoff = Backoff(first=0.2, cap=5.0, jitter=0.0)
@@ -175,6 +181,7 @@ def test_readyz_is_503_naming_a_worker_while_it_is_down_and_200_when_it_is_back(
             client.portal.call(asyncio.sleep, 0.05)
         assert down is not None, "the crashed worker never showed on /readyz"
         assert "test-flaky-worker" in down and "lost its connection" in down
+        assert worker_up(client) == 0.0, "/metrics says it is down too (the WorkerDown alert)"
         for _ in range(200):  # after the 3 s backoff the worker is up again
             response = client.get("/readyz")
             if response.status_code == 200:
@@ -183,3 +190,4 @@ def test_readyz_is_503_naming_a_worker_while_it_is_down_and_200_when_it_is_back(
         assert response.status_code == 200, response.json()
         assert response.json()["checks"]["workers"]["ok"]
         assert app.state.flaky.restarts == 1
+        assert worker_up(client) == 1.0

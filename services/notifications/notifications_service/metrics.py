@@ -1,7 +1,7 @@
 from prometheus_client import Counter, Gauge, Histogram
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
-from notifications_service.models import DeliveryRow
+from notifications_service.models import DeliveryRow, WebhookEndpointRow
 from notifications_service.states import AttemptOutcome, DeliveryState
 
 NOTIFICATIONS_CREATED = Counter(
@@ -24,6 +24,12 @@ RETRY_QUEUE = Gauge(
     "caj_notifications_retry_queue_depth", "Deliveries waiting for a retry (pending after at least one failure)"
 )
 
+WEBHOOK_ENDPOINTS = Gauge(
+    "caj_notifications_webhook_endpoints",
+    "Registered webhook endpoints, enabled or disabled (a 410 disables one until it is registered again)",
+    ["state"],
+)
+
 
 def refresh(session: Session) -> None:
     """Scrape-time gauges: the database is the truth, whichever replica wrote it."""
@@ -34,3 +40,8 @@ def refresh(session: Session) -> None:
         select(func.count()).select_from(DeliveryRow)
         .where(DeliveryRow.state == DeliveryState.PENDING, DeliveryRow.schedule_step > 0)
     ).one())
+    by_enabled = dict(session.exec(
+        select(col(WebhookEndpointRow.enabled), func.count()).group_by(col(WebhookEndpointRow.enabled))
+    ).all())
+    WEBHOOK_ENDPOINTS.labels("enabled").set(by_enabled.get(True, 0))
+    WEBHOOK_ENDPOINTS.labels("disabled").set(by_enabled.get(False, 0))
