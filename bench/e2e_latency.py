@@ -43,6 +43,7 @@ import httpx
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.support import KAFKA, REPO, free_port, serve
 from caj.keys import create_key
@@ -68,6 +69,22 @@ class Phase:
     rate: int
     sent: list[Sent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Mean seconds per hop over the phase, from the services' own histogram.
+    hop_means: dict[str, float] = field(default_factory=dict)
+
+
+def hop_totals(urls: list[str]) -> dict[str, tuple[float, float]]:
+    """hop -> (sum, count) of caj_event_hop_latency_seconds on the services' /metrics."""
+    totals: dict[str, tuple[float, float]] = {}
+    for url in urls:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+            for sample in family.samples:
+                total, count = totals.get(sample.labels.get("hop", ""), (0.0, 0.0))
+                if sample.name == "caj_event_hop_latency_seconds_sum":
+                    totals[sample.labels["hop"]] = (total + sample.value, count)
+                elif sample.name == "caj_event_hop_latency_seconds_count":
+                    totals[sample.labels["hop"]] = (total, count + sample.value)
+    return totals
 
 
 def wait_until(check, timeout: float, what: str) -> None:
@@ -301,6 +318,8 @@ def bearer(key: str) -> dict[str, str]:
 
 def run_phase(stack: Stack, chain: str, rate: int, seconds: float, keys: list[str]) -> tuple[Phase, dict]:
     phase = Phase(chain, rate)
+    services = [stack.urls["requests"], stack.urls["notifications"]]
+    before = hop_totals(services) if chain == "system" else {}
     if chain == "system":
         def body(number: int) -> dict:
             return {"commitment_id": COMMITMENT, "title": f"Border post {rate}/{number}",
@@ -314,7 +333,13 @@ def run_phase(stack: Stack, chain: str, rate: int, seconds: float, keys: list[st
                              lambda _number: {}))
     if phase.errors:
         raise RuntimeError(f"{chain} at {rate}/s: {len(phase.errors)} refused, e.g. {phase.errors[:3]}")
-    return phase, wait_arrived(stack.receiver, phase)
+    seen = wait_arrived(stack.receiver, phase)
+    if chain == "system":
+        for hop, (total, count) in hop_totals(services).items():
+            total_before, count_before = before.get(hop, (0.0, 0.0))
+            if count > count_before:
+                phase.hop_means[hop] = (total - total_before) / (count - count_before)
+    return phase, seen
 
 
 def main() -> None:
@@ -380,6 +405,11 @@ def report(results: list[tuple[Phase, dict]], times: dict, rates: list[int]) -> 
                 hops[hop].append((end - start) * 1000)
         print(f"| {phase.rate}/s | " + " | ".join(
             f"{percentile(values, 50):.1f} / {percentile(values, 99):.1f}" for values in hops.values()) + " |")
+    means = [(phase.rate, phase.hop_means) for phase, _ in results if phase.chain == "system" and phase.hop_means]
+    if means:
+        print("\nMean per hop from the services' caj_event_hop_latency_seconds (ms):\n")
+        for rate, hop_means in means:
+            print(f"- {rate}/s: " + ", ".join(f"{hop} {mean * 1000:.1f}" for hop, mean in sorted(hop_means.items())))
     raw_rows = [f"{rate}/s submit {percentile(sub, 50):.1f} / {percentile(sub, 99):.1f}"
                 for rate in rates for sub in [[(sent.answered - sent.sent) * 1000 for phase, _ in results
                                                if phase.chain == "raw" and phase.rate == rate
