@@ -146,7 +146,7 @@ def arrivals(receiver: str) -> dict[str, list[float]]:
     return httpx.get(f"{receiver}/arrivals", timeout=30).json()
 
 
-def wait_arrived(receiver: str, phase: Phase, timeout: float = 120) -> dict[str, list[float]]:
+def wait_arrived(receiver: str, phase: Phase, timeout: float = 300) -> dict[str, list[float]]:
     wanted = {sent.request_id for sent in phase.sent}
     deadline = time.monotonic() + timeout
     while True:
