@@ -331,8 +331,9 @@ def run_phase(stack: Stack, chain: str, rate: int, seconds: float, keys: list[st
         url = f"{stack.raw}/submit"
         uvloop.run(open_loop(phase, url, seconds, lambda _number: {"request_id": str(uuid.uuid4())},
                              lambda _number: {}))
-    if phase.errors:
-        raise RuntimeError(f"{chain} at {rate}/s: {len(phase.errors)} refused, e.g. {phase.errors[:3]}")
+    if phase.errors:  # reported with the results; only the 201s are followed to the receiver
+        print(f"{chain} at {rate}/s: {len(phase.errors)} of {len(phase.errors) + len(phase.sent)} POSTs got no 201, "
+              f"e.g. {phase.errors[:2]}", flush=True)
     seen = wait_arrived(stack.receiver, phase)
     if chain == "system":
         for hop, (total, count) in hop_totals(services).items():
