@@ -125,7 +125,7 @@ async def open_loop(phase: Phase, url: str, seconds: float, body_for, headers_fo
                     if response.status != 201:
                         phase.errors.append(f"{response.status}: {answer[:200]!r}")
                         return
-            except aiohttp.ClientError as error:
+            except (aiohttp.ClientError, TimeoutError) as error:
                 phase.errors.append(repr(error))
                 return
             request_id = body.get("request_id") or json.loads(answer)["id"]
