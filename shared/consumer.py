@@ -6,8 +6,9 @@ database transaction. Offsets are committed to Kafka only after that, so a
 crash replays records, and replays have no second effect.
 
 Every write goes through the service's group-commit writer: a partition's
-records are applied a run at a time in one transaction, and a record that
-does not apply cleanly is taken on alone. The poll loop runs as a supervised
+records are applied a run at a time in one transaction (the runs of the
+partitions of one poll side by side, so they share a commit), and a record
+that does not apply cleanly is taken on alone. The poll loop runs as a supervised
 worker (`consumer:<group id>`): if it fails it is restarted after a backoff,
 from the first record it had not applied.
 
@@ -19,6 +20,7 @@ retries instead of dead-lettering everything.
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -119,6 +121,10 @@ class IdempotentConsumer:
         self.consumer: AIOKafkaConsumer = make_consumer(bootstrap_servers, group_id=group_id, client_id=client_id)
         self._processing = asyncio.Lock()
         self._uncommitted: dict[TopicPartition, int] = {}
+        # Offsets go to Kafka while the next records are applied: applied
+        # records are in the inbox, so a late commit only means replays.
+        self._committing: asyncio.Task | None = None
+        self._consumed = metrics.EVENT_HOP_LATENCY.labels(metrics.HOP_CONSUME)
         self.worker = SupervisedWorker(f"consumer:{group_id}", self._poll_forever, backoff=self._backoff())
 
     def _backoff(self) -> Backoff:
@@ -137,6 +143,7 @@ class IdempotentConsumer:
     async def stop(self) -> None:
         await self.worker.stop()
         try:
+            await self._offsets_committed()
             await self._commit_uncommitted()
         finally:
             await self.consumer.stop()
@@ -159,16 +166,23 @@ class IdempotentConsumer:
         batches = await self.consumer.getmany(timeout_ms=500)
         async with self._processing:
             assignment = self.consumer.assignment()
-            try:
-                for partition, records in batches.items():
-                    if partition not in assignment:
-                        continue  # revoked meanwhile; its new owner reads these
-                    await self._consume_together(partition, records)
-            except Exception:
+            # Partitions side by side, each in order: their runs reach the
+            # writer together and share one commit, instead of one each.
+            failures = [outcome for outcome in await asyncio.gather(
+                *(self._consume_together(partition, records) for partition, records in batches.items()
+                  if partition in assignment),  # one revoked meanwhile is read by its new owner
+                return_exceptions=True) if isinstance(outcome, BaseException)]
+            if failures:
                 self._rewind(batches)
-                raise
-        await self._commit_uncommitted()
+                raise failures[0]
+        if self._uncommitted and (self._committing is None or self._committing.done()):
+            self._committing = asyncio.create_task(self._commit_uncommitted(), name=f"commit-offsets:{self.group_id}")
         await self._update_lag()
+
+    async def _offsets_committed(self) -> None:
+        """Wait for the offset commit in flight, if any (it never raises)."""
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
 
     def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """The fetch position is past every record fetched: move it back to
@@ -238,9 +252,15 @@ class IdempotentConsumer:
             self._uncommitted[partition] = record.offset + 1
 
     def _count(self, partition: TopicPartition, records: list[ConsumerRecord], outcomes: list[str]) -> None:
+        applied = time.time()
         for record, outcome in zip(records, outcomes, strict=True):
             metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+            self._observe_consumed(record, applied)
             self._uncommitted[partition] = record.offset + 1
+
+    def _observe_consumed(self, record: ConsumerRecord, applied: float) -> None:
+        # The record's timestamp is its producer's clock: across machines, skew counts too.
+        self._consumed.observe(max(applied - record.timestamp / 1000, 0.0))
 
     def _apply_run(self, session: Session, records: list[ConsumerRecord], *, batched: bool = False) -> list[str]:
         """Apply every record, or raise _RunStopped or _BatchFailed (and the
@@ -328,6 +348,7 @@ class IdempotentConsumer:
                 try:
                     outcome = await self.writer.run(lambda session: self._apply_in(session, event, record))
                     metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+                    self._observe_consumed(record, time.time())
                     return
                 except AlreadyProcessed:
                     metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, "duplicate").inc()
@@ -451,6 +472,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.owner._processing:
+            await self.owner._offsets_committed()
             await self.owner._commit_uncommitted(set(revoked))
             for partition in revoked:
                 self.owner._uncommitted.pop(partition, None)

@@ -52,6 +52,20 @@ KAFKA_BROKER_REACHABLE = Gauge(
     "caj_kafka_broker_reachable", "1 when the broker answered a metadata request (as /readyz checks it)", ["service"]
 )
 
+# Where an event's way to its receiver spends its time, one hand-off per
+# `hop` (a fixed set): a request's 201, then each hop, then the webhook.
+HOP_OUTBOX_PUBLISH = "outbox_publish"  # staged in the outbox -> acknowledged by Kafka
+HOP_CONSUME = "consume"  # produced (the record's timestamp) -> its effects committed by a consumer
+HOP_DELIVERY_CLAIM = "delivery_claim"  # a delivery due -> claimed by a dispatcher
+HOP_WEBHOOK_SEND = "webhook_send"  # claimed -> the receiver's answer
+EVENT_HOP_LATENCY = Histogram(
+    "caj_event_hop_latency_seconds",
+    "Time an event spends in each hand-off on its way to a receiver "
+    "(outbox_publish, consume, delivery_claim, webhook_send)",
+    ["hop"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
 WORKER_RESTARTS = Counter(
     "caj_worker_restarts_total",
     "Background workers (relay, consumers, writer, key store, dispatcher) restarted after an unexpected exit",

@@ -76,7 +76,7 @@ _OUTBOX = table_of(OutboxMessage)
 _INSERT_OUTBOX = insert(_OUTBOX)
 _PENDING = (
     core_select(_OUTBOX.c.id, _OUTBOX.c.event_id, _OUTBOX.c.topic, _OUTBOX.c.message_key, _OUTBOX.c.event_type,
-           _OUTBOX.c.envelope, _OUTBOX.c.attempts)
+           _OUTBOX.c.envelope, _OUTBOX.c.attempts, _OUTBOX.c.created_at)
     .where(_OUTBOX.c.published_at.is_(None), _OUTBOX.c.set_aside_at.is_(None))
     .order_by(_OUTBOX.c.id)
     .limit(bindparam("limit"))
@@ -224,6 +224,11 @@ class OutboxRelay:
         # stop: the lock and flag keep a late acquisition from outliving stop().
         self._leadership_lock = threading.Lock()
         self._stopped = False
+        # Rows the broker acknowledged, being marked published while the next
+        # round loads and sends: one batch at a time, its rows left out of
+        # loads until its marking is seen to end, so they do not go out twice.
+        self._marking: asyncio.Task | None = None
+        self._marking_ids: set[int] = set()
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -237,6 +242,8 @@ class OutboxRelay:
         if self.wake in wakers:
             wakers.remove(self.wake)
         await self.worker.stop()
+        with contextlib.suppress(Exception):  # unmarked rows are only published again
+            await self._finish_marking()
         await asyncio.to_thread(self._release_leadership)
 
     @property
@@ -266,10 +273,20 @@ class OutboxRelay:
 
     # -- one round -----------------------------------------------------------
     async def publish_pending(self) -> int:
-        """Publish one batch of pending rows; return how many were published."""
+        """Publish one batch of pending rows; return how many were published.
+        The batch is marked published in the background while the next round
+        loads and sends (that round waits for it once its own rows are sent),
+        so a row committed meanwhile goes out at once, not after that commit.
+        `stop()` waits for the last marking."""
+        if self._marking is not None and self._marking.done():
+            await self._finish_marking()  # a failed marking fails this round, before anything is sent
         if not await asyncio.to_thread(self._hold_leadership):
             return 0
-        rows = await asyncio.to_thread(self._load_pending)
+        # Taken before loading: a row whose marking ends during the load may
+        # still be read as pending, and must not be sent again.
+        being_marked = set(self._marking_ids)
+        rows = await asyncio.to_thread(self._load_pending, self.batch_size + len(being_marked))
+        rows = [row for row in rows if row.id not in being_marked][:self.batch_size]
         if not rows:
             return 0
         # Send the batch, then keep the longest prefix the broker acknowledged:
@@ -298,17 +315,19 @@ class OutboxRelay:
                 failure = (row, result)
                 break
             sent.append(row)
+        acknowledged = datetime.now(UTC)
+        to_broker = metrics.EVENT_HOP_LATENCY.labels(metrics.HOP_OUTBOX_PUBLISH)
         for row in sent:
             metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="ok").inc()
+            to_broker.observe(max((acknowledged - as_utc(row.created_at)).total_seconds(), 0.0))
             token = event_id_var.set(row.event_id)
             log.debug("published %s to %s", row.event_type, row.topic)
             event_id_var.reset(token)
+        await self._finish_marking()
         ids = [row.id for row in sent]
         if ids:
-            if self.writer is not None:
-                await self.writer.run(lambda session: self._mark_in(session, ids))
-            else:
-                await asyncio.to_thread(self._mark_published, ids)
+            self._marking_ids.update(ids)
+            self._marking = asyncio.create_task(self._mark(ids), name="outbox-mark-published")
         if failure is not None:
             row, refusal = failure
             metrics.KAFKA_PRODUCED.labels(topic=row.topic, outcome="error").inc()
@@ -325,18 +344,40 @@ class OutboxRelay:
             self._wakeup.set()  # the rows behind it go out now, not at the next poll
         return len(sent)
 
-    def _load_pending(self) -> list[Row]:
+    def _load_pending(self, limit: int) -> list[Row]:
         # Plain rows, not ORM objects: every event the service emits passes here.
         with self.read_engine.connect() as connection:
-            return list(connection.execute(_PENDING, {"limit": self.batch_size}))
+            return list(connection.execute(_PENDING, {"limit": limit}))
 
-    def _mark_published(self, ids: list[int | None]) -> None:
+    async def _mark(self, ids: list[int]) -> None:
+        if self.writer is not None:
+            await self.writer.run(lambda session: self._mark_in(session, ids))
+        else:
+            await asyncio.to_thread(self._mark_published, ids)
+
+    async def _finish_marking(self) -> None:
+        """Wait for the batch being marked; raise if marking it failed."""
+        marking = self._marking
+        if marking is None:
+            return
+        try:
+            # Shielded: a relay stopped meanwhile still lets the mark commit
+            # (and stop() waits for it).
+            await asyncio.shield(marking)
+        finally:
+            if marking.done() and self._marking is marking:
+                # Marked, or still pending after a failure (the error is
+                # raised here, and the rows are loaded and sent again).
+                self._marking = None
+                self._marking_ids.clear()
+
+    def _mark_published(self, ids: list[int]) -> None:
         with Session(self.engine) as session:
             self._mark_in(session, ids)
             session.commit()
 
     @staticmethod
-    def _mark_in(session: Session, ids: list[int | None]) -> None:
+    def _mark_in(session: Session, ids: list[int]) -> None:
         session.exec(
             update(OutboxMessage)
             .where(col(OutboxMessage.id).in_(ids))

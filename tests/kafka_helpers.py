@@ -57,6 +57,18 @@ async def read_topic(
         await consumer.stop()
 
 
+async def records_on(bootstrap: str, topic: str) -> int:
+    """How many records the topic holds now, over all its partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        beginnings, ends = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+        return sum(ends[partition] - beginnings[partition] for partition in partitions)
+    finally:
+        await consumer.stop()
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     for _ in range(50):
         ids = consumer.partitions_for_topic(topic)

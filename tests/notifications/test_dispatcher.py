@@ -13,11 +13,15 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from notifications_service.config import NotificationsSettings
+from notifications_service.consumers import make_handler
 from notifications_service.delivery import Dispatcher, statements
 from notifications_service.models import DeliveryRow, NotificationRow, WebhookEndpointRow
+from notifications_service.routing import load_rules
 from notifications_service.states import DeliveryState
 from notifications_service.webhooks import new_secret
+from shared.contracts.requests import REQUEST_SUBMITTED, REQUESTS_SOURCE, RequestSubmitted
 from shared.db import make_engine
+from shared.events import new_event
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import as_utc, utcnow
 from shared.migrations import upgrade
@@ -204,3 +208,95 @@ async def test_a_failing_claim_is_retried_by_the_loop_itself(database_url, monke
             dispatcher.start()
             await delivered(engine, 2)
         assert len(failures) == 2 and dispatcher.worker.restarts == 0 and dispatcher.running
+
+
+def submitted_for(agency: str, count: int) -> list:
+    """`request.submitted` events whose responsible agency is `agency`."""
+    events = []
+    for number in range(count):
+        data = RequestSubmitted(
+            request_id=str(uuid.uuid4()), commitment_id="caj-2006-2-1-04", condition_type="on_request", country="TJ",
+            agency_id="tj-border-service", title=f"Request {number}", submitted_at=utcnow(),
+            responsible_agencies=[agency])
+        events.append(new_event(type=REQUEST_SUBMITTED, source=REQUESTS_SOURCE, subject=data.request_id,
+                                data=data.model_dump(mode="json")))
+    return events
+
+
+async def received_on(receiver: Receiver, path: str, count: int) -> list:
+    for _ in range(600):
+        if len(receiver.received(path)) >= count:
+            return receiver.received(path)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path}: {len(receiver.received(path))} requests, expected {count}")
+
+
+async def test_new_deliveries_are_claimed_as_they_are_created_and_each_sent_once(database_url, monkeypatch):
+    """The router leases the deliveries the dispatcher has room for in the
+    transaction that creates them and hands them over after the commit:
+    each is sent once, with no claim of its own; those beyond the room are
+    claimed by the claim loop as before."""
+    claimed_by_the_loop: list[str] = []
+    claim_work = statements.claim_work
+
+    def counting_claim_work(*args, **kwargs):
+        claim = claim_work(*args, **kwargs)
+
+        def claim_and_note(session):
+            ids = claim(session)
+            claimed_by_the_loop.extend(ids)
+            return ids
+        return claim_and_note
+
+    monkeypatch.setattr(statements, "claim_work", counting_claim_work)
+    async with dispatcher_on(database_url, delivery_concurrency=2) as (engine, dispatcher):
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/new"), 0)
+            router = make_handler(load_rules(), lambda country: [], dispatcher.wake, hand_off=lambda: dispatcher)
+            dispatcher.start()
+            # Room for 4 (twice the slots): the first run is taken at once; of
+            # the second, what exceeds the room is left to the claim loop.
+            first, second = submitted_for(AGENCY, 3), submitted_for(AGENCY, 5)
+            await dispatcher.writer.run(lambda session: router.handle_many(session, first))
+            await dispatcher.writer.run(lambda session: router.handle_many(session, second))
+            received = await received_on(receiver, "/new", 8)
+            await dispatcher.stop()  # records the outcomes in flight
+        webhook_ids = [request.headers["webhook-id"] for request in received]
+        assert len(webhook_ids) == len(set(webhook_ids)) == 8, "each delivery sent once"
+        with Session(engine) as session:
+            rows = session.exec(select(DeliveryRow)).all()
+            first_ids = set(session.exec(select(DeliveryRow.id).join(
+                NotificationRow, NotificationRow.id == DeliveryRow.notification_id).where(
+                NotificationRow.event_id.in_([event.get_id() for event in first]))).all())
+        assert sorted(row.id for row in rows) == sorted(webhook_ids)
+        assert all(row.state == "delivered" and row.attempts == 1 for row in rows)
+        assert len(first_ids) == 3 and not first_ids & set(claimed_by_the_loop), "handed over, not claimed"
+        assert len(claimed_by_the_loop) < 8
+
+
+async def test_deliveries_handed_over_to_a_stopping_dispatcher_are_released(database_url):
+    """Claimed at creation, committed, then the dispatcher stops before it
+    takes them over: their leases are released, so they are due at once
+    (for a restart, or another replica), not when the lease runs out."""
+    async with dispatcher_on(database_url) as (engine, dispatcher):
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/late"), 0)
+            router = make_handler(load_rules(), lambda country: [], dispatcher.wake, hand_off=lambda: dispatcher)
+            dispatcher.start()
+            taken_over = dispatcher.take_over
+            handed: list[tuple] = []
+            dispatcher.take_over = lambda *args: handed.append(args)  # held back until the stop
+            events = submitted_for(AGENCY, 2)
+            await dispatcher.writer.run(lambda session: router.handle_many(session, events))
+            assert len(handed) == 1
+            with Session(engine) as session:
+                assert all(row.lease_until is not None for row in session.exec(select(DeliveryRow)).all())
+            stopping = asyncio.create_task(dispatcher.stop())
+            await asyncio.sleep(0)
+            taken_over(*handed[0])
+            await stopping
+            await asyncio.gather(*dispatcher._taking_over)
+            assert receiver.received("/late") == []
+        with Session(engine) as session:
+            rows = session.exec(select(DeliveryRow)).all()
+        assert [(row.state, row.attempts, row.lease_until) for row in rows] == [("pending", 0, None)] * 2

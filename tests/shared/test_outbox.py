@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 import uuid
 
 from aiokafka import TopicPartition
@@ -20,7 +21,7 @@ from shared.messaging_models import OutboxMessage
 from shared.migrations import upgrade
 from shared.outbox import NewEvent, OutboxRelay, outbox_backlog, outbox_set_aside_count, stage_events
 from shared.retry import Backoff
-from tests.kafka_helpers import create_topic, effects, read_topic, test_metadata, wait_for
+from tests.kafka_helpers import create_topic, effects, read_topic, records_on, test_metadata, wait_for
 
 
 def _stage(session, *, topic: str, key: str, label: str, data: dict | None = None) -> str:
@@ -112,6 +113,58 @@ async def test_commit_wakes_the_relay_without_waiting_for_the_poll(kafka_bootstr
         await relay.stop()
         await producer.stop()
         engine.dispose()
+
+
+class RelayMarkingSlowly(OutboxRelay):
+    """Each batch takes a while to be marked published, so the next rounds
+    load and send while it is being marked."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.batches_marked = 0
+
+    def _mark_published(self, ids):
+        time.sleep(0.3)
+        super()._mark_published(ids)
+        self.batches_marked += 1
+
+
+async def test_rows_committed_while_a_batch_is_being_marked_go_out_once_each_in_order(
+    kafka_bootstrap, topic_name, database_url
+):
+    """The relay marks a batch published while the next rounds load and
+    send: the rows being marked must not be sent again, none may be left
+    behind, and each key keeps its order."""
+    upgrade("catalog_service", database_url)
+    engine = make_engine(database_url)
+    await create_topic(kafka_bootstrap, topic_name, partitions=3)
+    producer = await _started_producer(kafka_bootstrap)
+    relay = RelayMarkingSlowly(engine=engine, producer=producer, poll_interval=30.0)
+    relay.start()
+    staged: list[str] = []
+    try:
+        for number in range(30):
+            with transaction(engine) as session:
+                staged.append(_stage(session, topic=topic_name, key=f"key-{number % 3}", label=f"{number:02d}"))
+            await asyncio.sleep(0.02)
+
+        def all_marked() -> bool:
+            with Session(engine) as session:
+                return outbox_backlog(session)[0] == 0
+
+        assert await wait_for(all_marked, timeout=30), "rows were left unpublished"
+        assert relay.batches_marked >= 2  # the commits came while batches were being marked
+    finally:
+        await relay.stop()  # nothing is sent after this
+        await producer.stop()
+        engine.dispose()
+    total = await records_on(kafka_bootstrap, topic_name)
+    records = await read_topic(kafka_bootstrap, topic_name, until=lambda rs: len(rs) >= total, timeout=30)
+    event_ids = [dict(record.headers)["ce_id"].decode() for record in records]
+    assert sorted(event_ids) == sorted(staged), "each row is published exactly once"
+    for key in ("key-0", "key-1", "key-2"):
+        labels = [dict(r.headers)["ce_subject"] for r in records if r.key == key.encode()]
+        assert labels == sorted(labels) and len(labels) == 10
 
 
 class RelayCrashed(BaseException):

@@ -3,7 +3,9 @@
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
@@ -33,24 +35,38 @@ _NEW_DELIVERY = {
 }
 
 
+class DeliveryHandOff(Protocol):
+    """The dispatcher, as the router sees it (see `Dispatcher.claim_at_creation`)."""
+
+    def claim_at_creation(self, agency_ids: list[str]) -> tuple[datetime, datetime, list[bool]]: ...
+
+    def take_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None: ...
+
+
 def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
-                 deliveries_created: Callable[[], None] = lambda: None) -> "NotificationRouter":
-    return NotificationRouter(rules, identity_agencies, deliveries_created)
+                 deliveries_created: Callable[[], None] = lambda: None,
+                 hand_off: Callable[[], DeliveryHandOff | None] = lambda: None) -> "NotificationRouter":
+    return NotificationRouter(rules, identity_agencies, deliveries_created, hand_off)
 
 
 class NotificationRouter:
     """The consumer's handler. `identity_agencies(country)`: partner agencies
     of a country known to identity. `deliveries_created()` is called once
-    webhook deliveries are committed (it wakes the dispatcher).
+    webhook deliveries are committed (it wakes the dispatcher). `hand_off()`:
+    this replica's dispatcher once it runs; it claims the new deliveries it
+    has room for in the transaction that creates them, and they are handed
+    to it after the commit, so they need no claim of their own.
 
     A backlog goes through `handle_many`: one query for the recipients'
     endpoints and one INSERT per table for the whole run."""
 
     def __init__(self, rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
-                 deliveries_created: Callable[[], None]) -> None:
+                 deliveries_created: Callable[[], None],
+                 hand_off: Callable[[], DeliveryHandOff | None] = lambda: None) -> None:
         self.rules = rules
         self.identity_agencies = identity_agencies
         self.deliveries_created = deliveries_created
+        self.hand_off = hand_off
 
     def __call__(self, session: Session, event: CloudEvent) -> str:
         return self.handle_many(session, [event])[0]
@@ -118,8 +134,10 @@ class NotificationRouter:
         if notifications:
             connection.execute(_INSERT_NOTIFICATION, notifications)
         if deliveries:
+            claimed = self._claim_at_creation(session, deliveries)
             connection.execute(_INSERT_DELIVERY, deliveries)
-            call_after_commit(session, self.deliveries_created)
+            if claimed < len(deliveries):
+                call_after_commit(session, self.deliveries_created)
         if created:
             def count() -> None:
                 for event_type, number in created.items():
@@ -127,6 +145,22 @@ class NotificationRouter:
 
             call_after_commit(session, count)
         return outcomes
+
+    def _claim_at_creation(self, session: Session, deliveries: list[dict]) -> int:
+        """Lease the deliveries the dispatcher takes at once (in these rows,
+        in this transaction) and hand them over after the commit; how many."""
+        dispatcher = self.hand_off()
+        if dispatcher is None:
+            return 0
+        claimed_at, lease, taken = dispatcher.claim_at_creation([delivery["agency_id"] for delivery in deliveries])
+        claimed_ids = []
+        for delivery, take in zip(deliveries, taken, strict=True):
+            if take:
+                delivery["lease_until"] = lease
+                claimed_ids.append(delivery["id"])
+        if claimed_ids:
+            call_after_commit(session, partial(dispatcher.take_over, claimed_ids, claimed_at, lease))
+        return len(claimed_ids)
 
 
 def _learn_agencies(session: Session, event: CloudEvent) -> str:

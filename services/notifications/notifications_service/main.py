@@ -33,7 +33,8 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         migrations_package="notifications_service",
         topics=(NOTIFICATIONS_DELIVERIES, NOTIFICATIONS_DEAD_LETTER),
         # Groups and topics as shared/contracts/registry.py lists them.
-        handlers={"notifications.router": make_handler(load_rules(), identity_agencies, wake_dispatcher)},
+        handlers={"notifications.router": make_handler(load_rules(), identity_agencies, wake_dispatcher,
+                                                       hand_off=lambda: holder.get("dispatcher"))},
         dead_letter_topic=NOTIFICATIONS_DLQ,
         metric_refreshers=(metrics.refresh,),
     )

@@ -30,6 +30,8 @@ class Claimed:
     url: str | None  # None: the endpoint is gone or disabled
     secrets_in_use: tuple[str, ...]
     lease_until: datetime | None = None  # this dispatcher's claim, as written
+    due_at: datetime | None = None  # when the attempt was due
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

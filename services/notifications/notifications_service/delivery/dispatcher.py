@@ -1,8 +1,10 @@
 """The dispatcher's concurrency: a claim loop (a supervised worker) that
 leases due deliveries a round ahead of the send slots, one task per claimed
 delivery that waits for a slot and sends it, and outcomes recorded in
-batches. What is claimed, sent and recorded is decided elsewhere
-(statements, attempt, schedule, struggling)."""
+batches. New deliveries are claimed in the transaction that creates them
+when there is room (`claim_at_creation`, then `take_over` after the commit),
+which spares them a claim's commit on their way. What is claimed, sent and
+recorded is decided elsewhere (statements, attempt, schedule, struggling)."""
 
 import asyncio
 import contextlib
@@ -21,6 +23,7 @@ from notifications_service.delivery.attempt import Claimed, Outcome, send_attemp
 from notifications_service.delivery.schedule import RetryPolicy
 from notifications_service.delivery.struggling import StrugglingReceivers
 from notifications_service.webhooks import AddressGuard
+from shared import metrics
 from shared.group_commit import GroupCommitWriter
 from shared.messaging_models import utcnow
 from shared.retry import Backoff
@@ -48,7 +51,12 @@ class Dispatcher:
         self.worker = SupervisedWorker("webhook-dispatcher", self._claim_loop)
         poll = settings.delivery_poll_interval_seconds
         self._claim_backoff = Backoff(first=poll, cap=10 * poll)
+        self._lease_length = timedelta(
+            seconds=2 * settings.webhook_timeout_seconds + settings.webhook_lease_margin_seconds)
+        self._taking_over: set[asyncio.Task] = set()
         self._recorder = _BatchRecorder(self._record)
+        self._claim_latency = metrics.EVENT_HOP_LATENCY.labels(metrics.HOP_DELIVERY_CLAIM)
+        self._send_latency = metrics.EVENT_HOP_LATENCY.labels(metrics.HOP_WEBHOOK_SEND)
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._claim_loop_ended = asyncio.Event()
@@ -82,6 +90,8 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._claim_loop_ended.wait(), timeout=grace)
         await self.worker.stop()  # what is left: a loop past its grace, or a wait to restart
+        if self._taking_over:  # they release what they were handed, now that it will not be sent
+            await asyncio.wait(list(self._taking_over), timeout=grace)
         waiting, self._waiting = list(self._waiting.values()), {}
         if waiting:
             await self._release(waiting)
@@ -136,13 +146,11 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 continue
             self._claim_backoff.reset()
-            for delivery in claimed:
-                self._unsent_by_agency[delivery.agency_id] += 1
-                self._waiting[delivery.delivery_id] = delivery
-                self._in_flight[delivery.delivery_id] = asyncio.create_task(
-                    self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
-            if claimed:
-                continue  # more may be due already
+            self._send_claimed(claimed)
+            if len(claimed) == min(free, self.settings.delivery_batch_size):
+                continue  # a full claim: more may be due already
+            # Fewer than asked: nothing else was due, and what becomes due
+            # (new deliveries) wakes this loop, so there is no claim to try now.
             wait = self.settings.delivery_poll_interval_seconds
             # (With struggling agencies held back, what is due may be theirs:
             # wait for one of their sends to end, which wakes this loop.)
@@ -153,14 +161,72 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
 
+    def _send_claimed(self, claimed: list[Claimed]) -> None:
+        for delivery in claimed:
+            self._unsent_by_agency[delivery.agency_id] += 1
+            self._waiting[delivery.delivery_id] = delivery
+            self._in_flight[delivery.delivery_id] = asyncio.create_task(
+                self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
+
     async def _claim(self, limit: int, struggling_rooms: dict[str, int]) -> list[Claimed]:
         now = self.clock()
-        lease = now + timedelta(
-            seconds=2 * self.settings.webhook_timeout_seconds + self.settings.webhook_lease_margin_seconds)
+        lease = now + self._lease_length
         ids = await self.writer.run(statements.claim_work(now, lease, limit, struggling_rooms))
         if not ids:
             return []
-        return await asyncio.to_thread(statements.load_claimed, self.read_engine, ids, now, lease)
+        claimed = await asyncio.to_thread(statements.load_claimed, self.read_engine, ids, now, lease)
+        for delivery in claimed:
+            if delivery.due_at is not None:
+                self._claim_latency.observe(max((now - delivery.due_at).total_seconds(), 0.0))
+        return claimed
+
+    # -- claiming new deliveries as they are created --------------------------------------
+    def claim_at_creation(self, agency_ids: list[str]) -> tuple[datetime, datetime, list[bool]]:
+        """Asked in the transaction that creates deliveries for `agency_ids`
+        (the group commit's thread): the claim's time, its lease (written in
+        that transaction), and which of them this dispatcher claims at once. Only while it
+        runs, within the room its claim loop keeps (a round ahead of the
+        send slots), and never for a struggling agency, whose claims are
+        counted out by the claim loop. After the commit they are handed over
+        by `take_over`; until then they count against nothing, so a few
+        batches at once may take a little more than the room."""
+        now = self.clock()
+        lease = now + self._lease_length
+        if self._stopping or not self.worker.running:
+            return now, lease, [False] * len(agency_ids)
+        # A copy taken at once: the event loop changes the counter meanwhile.
+        room = 2 * self.settings.delivery_concurrency - sum(list(self._unsent_by_agency.values()))
+        taken = []
+        for agency_id in agency_ids:
+            take = room > 0 and agency_id not in self.struggling
+            room -= take
+            taken.append(take)
+        return now, lease, taken
+
+    def take_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
+        """Safe from any thread: deliveries claimed at creation are committed; send them."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._start_taking_over, delivery_ids, claimed_at, lease)
+
+    def _start_taking_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
+        task = asyncio.create_task(self._load_and_send(delivery_ids, claimed_at, lease), name="take-over-deliveries")
+        self._taking_over.add(task)
+        task.add_done_callback(self._taking_over.discard)
+
+    async def _load_and_send(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
+        try:
+            claimed = await asyncio.to_thread(statements.load_claimed, self.read_engine, delivery_ids, claimed_at,
+                                              lease)
+        except Exception:
+            log.exception("could not load %d new deliveries; they are claimed again when their leases run out",
+                          len(delivery_ids))
+            return
+        if self._stopping:
+            await self._release(claimed)
+            return
+        for _ in claimed:
+            self._claim_latency.observe(0.0)  # due when created, and claimed then
+        self._send_claimed(claimed)
 
     async def _release(self, claimed: list[Claimed]) -> None:
         try:
@@ -181,6 +247,8 @@ class Dispatcher:
                         return  # not sent; stop() releases its lease
                     assert self._client is not None  # made by start(), before any claim
                     outcome = await send_attempt(self._client, self.guard, claimed, clock=self.clock)
+                    if claimed.claimed_at is not None:
+                        self._send_latency.observe(max((self.clock() - claimed.claimed_at).total_seconds(), 0.0))
             finally:
                 self._unsent_by_agency[claimed.agency_id] -= 1
                 if not self._unsent_by_agency[claimed.agency_id]:

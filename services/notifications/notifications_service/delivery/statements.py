@@ -64,7 +64,7 @@ _DISABLE_ENDPOINT = (
 )
 _LOAD = (
     select(_DELIVERIES.c.id, _DELIVERIES.c.agency_id, _DELIVERIES.c.event_type, _DELIVERIES.c.attempts,
-           _DELIVERIES.c.schedule_step, _NOTIFICATIONS.c.id.label("notification_id"),
+           _DELIVERIES.c.schedule_step, _DELIVERIES.c.next_attempt_at, _NOTIFICATIONS.c.id.label("notification_id"),
            _NOTIFICATIONS.c.event_id, _NOTIFICATIONS.c.event_source, _NOTIFICATIONS.c.subject,
            _NOTIFICATIONS.c.recipient, _NOTIFICATIONS.c.payload, _NOTIFICATIONS.c.event_time,
            _ENDPOINTS.c.url, _ENDPOINTS.c.enabled, _ENDPOINTS.c.secret, _ENDPOINTS.c.previous_secrets)
@@ -233,4 +233,5 @@ def _claimed(row, now: datetime, lease: datetime) -> Claimed:
         delivery_id=row.id, notification_id=row.notification_id, agency_id=row.agency_id,
         event_type=row.event_type, event_time=event_time, attempts=row.attempts, schedule_step=row.schedule_step,
         body=body, url=row.url if usable else None, secrets_in_use=secrets_in_use, lease_until=lease,
+        due_at=as_utc(row.next_attempt_at) if row.next_attempt_at else None, claimed_at=now,
     )
