@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+from pathlib import Path
 from typing import cast, get_args
 
 import httpx
@@ -279,6 +280,33 @@ def dashboards(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         typer.echo(f"{'wrote ' if write else ''}{path}")
+
+
+LogDirOption = typer.Option(stack.LOG_DIR, "--log-dir", help="Where the services' *.log files are")
+
+
+@app.command("trace")
+def trace(
+    request_or_trace_id: str = typer.Argument(..., help="The X-Request-ID a service answered with, or a trace id"),
+    log_dir: Path = LogDirOption,
+) -> None:
+    """A request's path through the services, from their logs, in order, with
+    the time since its first line (make up's logs by default)."""
+    from caj import trace as tracing
+
+    paths = sorted(log_dir.glob("*.log"))
+    if not paths:
+        typer.echo(f"error: no *.log files in {log_dir}", err=True)
+        raise typer.Exit(2)
+    lines = tracing.follow(tracing.read_log_lines(paths), request_or_trace_id)
+    if not lines:
+        typer.echo(f"no log line in {log_dir} has the request id or trace id {request_or_trace_id}", err=True)
+        raise typer.Exit(1)
+    trace_ids = sorted({line.trace_id for line in lines if line.trace_id})
+    services = sorted({line.service for line in lines})
+    typer.echo(f"trace {', '.join(trace_ids)}: {len(lines)} lines from {', '.join(services)}")
+    for row in tracing.render(lines):
+        typer.echo(row)
 
 
 @app.command("asyncapi")

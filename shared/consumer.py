@@ -27,6 +27,7 @@ from functools import partial
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
+from opentelemetry.trace import Span, use_span
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -35,11 +36,12 @@ from sqlmodel import Session
 from shared import metrics
 from shared.db import table_of
 from shared.events import InvalidEvent, from_kafka
-from shared.group_commit import GroupCommitWriter
+from shared.group_commit import GroupCommitWriter, call_after_commit
 from shared.kafka import make_consumer
 from shared.logging import event_id_var
 from shared.messaging_models import ProcessedEvent, utcnow
 from shared.retry import Backoff
+from shared.tracing import handling, in_trace_of
 from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
@@ -300,8 +302,10 @@ class IdempotentConsumer:
             else:
                 token = event_id_var.set(event.get_id())
                 try:
-                    outcomes.append(self.handler(session, event) or "processed")
-                    session.flush()
+                    with handling([event], topic=record.topic, group=self.group_id) as spans:
+                        outcomes.append(self.handler(session, event) or "processed")
+                        session.flush()
+                    self._note_handled(session, record, [event], spans, outcomes[-1:])
                 except Exception as error:
                     raise _RunStopped(index, error) from error
                 finally:
@@ -314,10 +318,12 @@ class IdempotentConsumer:
             batch = [events[index] for index in fresh]
             token = event_id_var.set(",".join(event.get_id() for event in batch))
             try:
-                handled = self.handle_many(session, batch)
-                session.flush()
+                with handling(batch, topic=records[0].topic, group=self.group_id) as spans:
+                    handled = self.handle_many(session, batch)
+                    session.flush()
                 for index, outcome in zip(fresh, handled, strict=True):
                     outcomes[index] = outcome or "processed"
+                self._note_handled(session, records[0], batch, spans, [outcomes[index] for index in fresh])
             except Exception as error:
                 raise _BatchFailed() from error
             finally:
@@ -381,10 +387,12 @@ class IdempotentConsumer:
         # The writer's thread does not share the consumer's log context.
         token = event_id_var.set(event.get_id())
         try:
-            outcome = self.handler(session, event) or "processed"
-            # The handler's own constraint violations surface here, as its errors
-            # (retried, then dead-lettered), never mistaken for a duplicate.
-            session.flush()
+            with handling([event], topic=record.topic, group=self.group_id) as spans:
+                outcome = self.handler(session, event) or "processed"
+                # The handler's own constraint violations surface here, as its errors
+                # (retried, then dead-lettered), never mistaken for a duplicate.
+                session.flush()
+            self._note_handled(session, record, [event], spans, [outcome])
         finally:
             event_id_var.reset(token)
         inbox = session.begin_nested()
@@ -401,6 +409,26 @@ class IdempotentConsumer:
             inbox.rollback()
             raise AlreadyProcessed() from error
         return outcome
+
+    def _note_handled(self, session: Session, record: ConsumerRecord, events: list[CloudEvent], spans: list[Span],
+                      outcomes: list[str]) -> None:
+        """Once committed, a log line per handled event in the trace it
+        continues: how `caj trace` follows a request through the consumers.
+        (`record`: the run's first, for its topic.)"""
+        if not log.isEnabledFor(logging.INFO):
+            return
+
+        def note() -> None:
+            for event, span, outcome in zip(events, spans, outcomes, strict=True):
+                event_token = event_id_var.set(event.get_id())
+                try:
+                    with use_span(span, end_on_exit=False):
+                        log.info("%s %s from %s", outcome, event.get_type(), record.topic,
+                                 extra={"consumer_group": self.group_id, "outcome": outcome})
+                finally:
+                    event_id_var.reset(event_token)
+
+        call_after_commit(session, note)
 
     async def _dead_letter(self, record: ConsumerRecord, *, reason: str, detail: str) -> None:
         headers = [(name, value) for name, value in record.headers if not name.startswith("dlq.")]
@@ -424,9 +452,11 @@ class IdempotentConsumer:
                 delay = publishing.next_delay()
                 log.warning("dead-letter publish failed; retrying in %.1fs", delay, exc_info=True)
                 await asyncio.sleep(delay)
-        log.error(
-            "dead-lettered record %s/%d@%d: %s (%s)", record.topic, record.partition, record.offset, reason, detail
-        )
+        with in_trace_of(dict(record.headers).get("ce_traceparent")):
+            log.error(
+                "dead-lettered record %s/%d@%d: %s (%s)", record.topic, record.partition, record.offset, reason,
+                detail
+            )
         metrics.KAFKA_CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
         metrics.KAFKA_DEAD_LETTERS.labels(record.topic, self.group_id, reason).inc()
 

@@ -117,12 +117,15 @@ def record_from_envelope(envelope: str, *, key: str | None) -> KafkaRecord:
 
 
 def envelope_json(
-    *, type: str, source: str, subject: str | None, data: dict | None, time: datetime | None = None
+    *, type: str, source: str, subject: str | None, data: dict | None, time: datetime | None = None,
+    traceparent: str | None = None, tracestate: str | None = None,
 ) -> tuple[str, str]:
     """A new event's structured JSON, built directly: (event id, JSON). The
     outbox stores this; `from_json` reads it back as the same CloudEvent that
     `new_event` would make (tests/shared/test_events.py). `time` defaults to
-    now and must carry a zone (CloudEvents times are RFC 3339)."""
+    now and must carry a zone (CloudEvents times are RFC 3339). `traceparent`
+    and `tracestate` are the distributed-tracing extension: they go out as
+    `ce_traceparent` and `ce_tracestate` headers."""
     moment = time or datetime.now(UTC)
     if moment.tzinfo is None:
         raise ValueError("an event's time must carry a zone")
@@ -137,6 +140,10 @@ def envelope_json(
         document["subject"] = subject
     if data is not None:
         document["datacontenttype"] = JSON_CONTENT_TYPE
+    if traceparent:
+        document["traceparent"] = traceparent
+        if tracestate:
+            document["tracestate"] = tracestate
     document["specversion"] = "1.0"
     if data is not None:
         document["data"] = data

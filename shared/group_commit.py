@@ -10,6 +10,7 @@ and the commit costs one fsync however many requests it carries.
 """
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,7 +51,11 @@ class GroupCommitWriter:
         if self._queue is None:
             raise RuntimeError("the writer is not started")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((work, future))
+        # The work runs on the writer's thread in the caller's context: its
+        # logs keep the caller's request id and trace, and the events it
+        # stages carry the caller's trace context (shared.tracing).
+        context = contextvars.copy_context()
+        await self._queue.put((lambda session: context.run(work, session), future))
         return await future
 
     async def _run(self) -> None:

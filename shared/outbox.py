@@ -44,6 +44,7 @@ from shared.group_commit import GroupCommitWriter
 from shared.logging import event_id_var
 from shared.messaging_models import OutboxMessage, as_utc
 from shared.retry import Backoff
+from shared.tracing import current_trace_headers
 from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
@@ -93,18 +94,26 @@ class NewEvent:
     data: dict | None
     # Now, unless the caller's change has its own moment (the catalog's sync).
     time: datetime | None = None
+    # The W3C trace context to carry; by default the current span's (shared.tracing).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def stage_events(session: Session, events: Sequence[NewEvent]) -> list[str]:
     """Queue `events` for publishing when (and only if) `session` commits,
-    with one statement; returns their ids."""
+    with one statement; returns their ids. Each carries the trace context it
+    names, else the current one (the request's or the handled record's)."""
     if not events:
         return []
     now = datetime.now(UTC)
+    current_traceparent, current_tracestate = current_trace_headers()
     rows: list[dict[str, Any]] = []
     for event in events:
+        traceparent, tracestate = (
+            (event.traceparent, event.tracestate) if event.traceparent else (current_traceparent, current_tracestate))
         event_id, envelope = envelope_json(type=event.type, source=event.source, subject=event.subject,
-                                           data=event.data, time=event.time)
+                                           data=event.data, time=event.time, traceparent=traceparent,
+                                           tracestate=tracestate)
         rows.append({"event_id": event_id, "topic": event.topic, "message_key": event.key,
                      "event_type": event.type, "envelope": envelope, "created_at": now, "attempts": 0})
     # A plain INSERT on the session's connection, not ORM objects: this is on

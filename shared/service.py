@@ -37,6 +37,7 @@ from shared.retry import Backoff, retry
 from shared.settings import ServiceSettings
 from shared.tasks import cancel_and_wait
 from shared.topics import IDENTITY_KEYS, TopicSpec, ensure_topics
+from shared.tracing import configure_tracing, instrument_app
 from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,7 @@ def create_service_app(
     """`on_startup` runs once the runtime has started; the app serves meanwhile.
     `on_shutdown` runs before the runtime stops (its writer still works)."""
     settings = runtime.settings
+    configure_tracing(service=settings.service_name)
     configure_logging(service=settings.service_name, level=settings.log_level, json=settings.log_json)
 
     @asynccontextmanager
@@ -329,6 +331,8 @@ def create_service_app(
     install_problem_handlers(app)
     document_problems(app, routers)
     app.add_middleware(ServiceMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes)
+    # Outermost: the request's span is current in every layer below, access log included.
+    instrument_app(app)
 
     @app.get("/livez", tags=["operations"], summary="The process is alive")
     async def livez() -> dict[str, str]:

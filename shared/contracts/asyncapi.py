@@ -17,6 +17,11 @@ CLOUDEVENTS_HEADERS = {
         "ce_time": {"type": "string", "format": "date-time"},
         "ce_subject": {"type": "string", "description": "The entity the event is about (also the record key)"},
         "content-type": {"type": "string", "const": "application/json"},
+        # The CloudEvents distributed-tracing extension: the W3C trace context
+        # of the request (or the handled record) the event came from.
+        "ce_traceparent": {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                           "description": "W3C traceparent of the request or record the event came from"},
+        "ce_tracestate": {"type": "string", "description": "W3C tracestate, when the trace has one"},
     },
 }
 

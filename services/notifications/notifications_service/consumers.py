@@ -21,6 +21,7 @@ from shared.contracts.catalog import COMMITMENT_PUBLISHED, CommitmentPublished
 from shared.db import table_of
 from shared.group_commit import call_after_commit
 from shared.messaging_models import utcnow
+from shared.tracing import trace_headers_for
 
 _ENDPOINTS = table_of(WebhookEndpointRow)
 # Statements built once: these run for every event.
@@ -125,9 +126,11 @@ class NotificationRouter:
                 created[event_type] += 1
                 outcomes[index] = "processed"
                 if endpoint is not None and endpoint.enabled:
+                    traceparent, tracestate = trace_headers_for(event)
                     deliveries.append(_NEW_DELIVERY | {
                         "id": f"msg_{uuid.uuid4().hex}", "notification_id": notification_id, "agency_id": recipient,
                         "event_type": event_type, "next_attempt_at": now, "created_at": now,
+                        "traceparent": traceparent, "tracestate": tracestate,
                     })
         # Plain INSERTs, not ORM objects: this runs for every event.
         connection = session.connection()

@@ -94,6 +94,9 @@ class DeliveryRow(NotificationsTable, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     dead_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # The W3C trace context of the span that handled the event: every attempt continues it.
+    traceparent: str | None = Field(default=None, max_length=55)
+    tracestate: str | None = Field(default=None, max_length=512)
 
 
 class DeliveryAttemptRow(NotificationsTable, table=True):

@@ -1,18 +1,23 @@
 """One HTTP attempt at a claimed delivery: checked, signed, sent, and judged
 into an `Outcome` (never an exception)."""
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from notifications_service.config import NotificationsSettings
 from notifications_service.delivery.schedule import parse_retry_after
 from notifications_service.states import AttemptOutcome
 from notifications_service.webhooks import USER_AGENT, AddressGuard, RefusedAddress, UnsafeWebhookUrl, sign
 from shared.messaging_models import utcnow
+from shared.tracing import continuing, current_trace_headers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class Claimed:
     lease_until: datetime | None = None  # this dispatcher's claim, as written
     due_at: datetime | None = None  # when the attempt was due
     claimed_at: datetime | None = None
+    # The trace the delivery continues (None for deliveries made before traces were kept).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,24 @@ def judge_answer(status: int, retry_after_header: str | None, *,
 
 async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claimed: Claimed, *,
                        clock: Callable[[], datetime] = utcnow) -> Outcome:
+    """One attempt in a client span of the delivery's trace, whose context
+    goes to the receiver as `traceparent`; logged, with its trace id."""
+    with continuing(claimed.traceparent, claimed.tracestate, "webhook POST", kind=SpanKind.CLIENT,
+                    attributes={"http.request.method": "POST", "webhook.delivery_id": claimed.delivery_id,
+                                "webhook.agency_id": claimed.agency_id}) as span:
+        outcome = await _attempt(client, guard, claimed, clock=clock)
+        if outcome.status_code is not None:
+            span.set_attribute("http.response.status_code", outcome.status_code)
+        if outcome.outcome != AttemptOutcome.DELIVERED:
+            span.set_status(Status(StatusCode.ERROR, outcome.outcome))
+        log.info("webhook delivery %s to %s: %s%s in %.1f ms", claimed.delivery_id, claimed.agency_id,
+                 outcome.outcome, f" ({outcome.status_code})" if outcome.status_code is not None else "",
+                 outcome.duration_ms, extra={"delivery_id": claimed.delivery_id, "outcome": outcome.outcome})
+        return outcome
+
+
+async def _attempt(client: aiohttp.ClientSession, guard: AddressGuard, claimed: Claimed, *,
+                   clock: Callable[[], datetime]) -> Outcome:
     """One attempt, within the client's timeout; whatever happens, an outcome
     (a timeout or a broken connection is a failure like any other)."""
     started = time.perf_counter()
@@ -90,6 +116,11 @@ async def send_attempt(client: aiohttp.ClientSession, guard: AddressGuard, claim
     except UnsafeWebhookUrl as error:
         return ended(AttemptOutcome.REFUSED_ADDRESS, error=error.detail[:500])
     signed = sign(delivery_id=claimed.delivery_id, body=claimed.body, secrets_in_use=list(claimed.secrets_in_use))
+    traceparent, tracestate = current_trace_headers()  # the attempt's span: same trace as the event
+    if traceparent:
+        signed.headers["traceparent"] = traceparent
+        if tracestate:
+            signed.headers["tracestate"] = tracestate
     try:
         # Redirects are not followed: the checked URL is the one called.
         async with client.post(claimed.url, data=signed.body, headers=signed.headers,

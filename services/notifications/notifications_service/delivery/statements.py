@@ -67,7 +67,8 @@ _LOAD = (
            _DELIVERIES.c.schedule_step, _DELIVERIES.c.next_attempt_at, _NOTIFICATIONS.c.id.label("notification_id"),
            _NOTIFICATIONS.c.event_id, _NOTIFICATIONS.c.event_source, _NOTIFICATIONS.c.subject,
            _NOTIFICATIONS.c.recipient, _NOTIFICATIONS.c.payload, _NOTIFICATIONS.c.event_time,
-           _ENDPOINTS.c.url, _ENDPOINTS.c.enabled, _ENDPOINTS.c.secret, _ENDPOINTS.c.previous_secrets)
+           _ENDPOINTS.c.url, _ENDPOINTS.c.enabled, _ENDPOINTS.c.secret, _ENDPOINTS.c.previous_secrets,
+           _DELIVERIES.c.traceparent, _DELIVERIES.c.tracestate)
     .join(_NOTIFICATIONS, _NOTIFICATIONS.c.id == _DELIVERIES.c.notification_id)
     .outerjoin(_ENDPOINTS, _ENDPOINTS.c.agency_id == _DELIVERIES.c.agency_id)
     .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
@@ -181,7 +182,8 @@ def record_outcomes(session: Session, results: list[Outcome], *, policy: RetryPo
                 agency_id=claimed.agency_id, event_type=claimed.event_type, attempt=step.attempts,
                 outcome=result.outcome, status_code=result.status_code, error=result.error,
                 duration_ms=result.duration_ms, attempted_at=result.attempted_at,
-                next_attempt_at=step.next_attempt_at).model_dump(mode="json")))
+                next_attempt_at=step.next_attempt_at).model_dump(mode="json"),
+            traceparent=claimed.traceparent, tracestate=claimed.tracestate))
         dead = step.state == DeliveryState.DEAD
         if dead:
             events.append(NewEvent(
@@ -190,7 +192,8 @@ def record_outcomes(session: Session, results: list[Outcome], *, policy: RetryPo
                     delivery_id=claimed.delivery_id, notification_id=claimed.notification_id,
                     agency_id=claimed.agency_id, event_type=claimed.event_type, attempts=step.attempts,
                     last_status_code=result.status_code, last_error=result.error,
-                    dead_at=result.attempted_at).model_dump(mode="json")))
+                    dead_at=result.attempted_at).model_dump(mode="json"),
+                traceparent=claimed.traceparent, tracestate=claimed.tracestate))
         if result.outcome == AttemptOutcome.ENDPOINT_GONE:
             gone.append({"b_agency_id": claimed.agency_id, "b_url": claimed.url,
                          "b_updated_at": result.attempted_at})
@@ -234,4 +237,5 @@ def _claimed(row, now: datetime, lease: datetime) -> Claimed:
         event_type=row.event_type, event_time=event_time, attempts=row.attempts, schedule_step=row.schedule_step,
         body=body, url=row.url if usable else None, secrets_in_use=secrets_in_use, lease_until=lease,
         due_at=as_utc(row.next_attempt_at) if row.next_attempt_at else None, claimed_at=now,
+        traceparent=row.traceparent, tracestate=row.tracestate,
     )
