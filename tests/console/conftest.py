@@ -59,7 +59,10 @@ def run_async(make_coroutine: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         return executor.submit(lambda: asyncio.run(make_coroutine())).result(timeout=120)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack and the browser stop after the last console test.
+# Playwright's sync API keeps an event loop running in the test thread while
+# it is open, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def console_stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
     directory = tmp_path_factory.mktemp("console-stack")
     backend = "postgresql" if POSTGRES_URL else "sqlite"
@@ -109,7 +112,7 @@ def _wait_for_offer_board(stack: ConsoleStack, timeout: float = 90) -> None:
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
