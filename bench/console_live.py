@@ -162,7 +162,12 @@ async def run(console_url: str, bootstrap: str, pid: int, streams_wanted: int, e
     followers = [asyncio.create_task(follow(console_url, sessions[stream.viewer], stream,
                                             len(expected[id(stream)]), done))
                  for stream, done in zip(streams, dones, strict=True)]
-    await asyncio.wait_for(asyncio.gather(*(stream.connected.wait() for stream in streams)), timeout=120)
+    deadline = time.monotonic() + 120
+    while not all(stream.connected.is_set() for stream in streams):
+        failed = [task.exception() for task in followers if task.done() and task.exception()]
+        assert not failed, f"{len(failed)} streams failed: {failed[0]!r}"
+        assert time.monotonic() < deadline, f"{sum(s.connected.is_set() for s in streams)} streams connected"
+        await asyncio.sleep(0.2)
     memory_open = rss_kib(pid)
 
     baseline_ready = asyncio.Event()
