@@ -1,6 +1,8 @@
 """The live hub: each event reaches every stream whose user may see it, by
 the requests API's rule, and no other; a stream that falls behind is ended."""
 
+import json
+
 from console_service.live import STREAM_QUEUE_SIZE, LiveEvent, LiveHub, may_see
 from shared.contracts.requests import OFFER_ACTIVATED, REQUEST_STATUS_CHANGED, REQUEST_SUBMITTED
 from shared.identity import Principal
@@ -28,6 +30,11 @@ def test_who_may_see_a_request_event():
     assert may_see(TJ_BORDER, event), "its own country's"
     assert may_see(JICA, event), "an agency responsible for the commitment"
     assert not may_see(KZ_MFA, event), "another country's"
+    name_line, data_line, *_ = event.server_sent_event.split("\n")
+    assert name_line == "event: request-submitted" and event.server_sent_event.endswith("\n\n")
+    # Which request changed, not its content: the page reads that from the API with its user's key.
+    assert json.loads(data_line.removeprefix("data: ")) == {
+        "request_id": "r-1", "commitment_id": "caj-2006-2-1-04", "status": "submitted"}
 
 
 def test_a_status_change_and_an_offer_activation_are_scoped_the_same_way():
