@@ -91,6 +91,15 @@ def test_a_request_notifies_the_responsible_agencies_the_requester_and_the_coord
         changed = about_this(tj_inbox, "status-changed.v1")[0]
         assert changed["payload"]["to_status"] == "under_review"
 
+        # Listed by subject: only this request's notifications, and for an agency only its own.
+        by_subject = api.get("/v1/notifications", headers=auth(coordinator),
+                             params={"subject": request_id, "limit": 100}).json()["items"]
+        assert by_subject and all(item["subject"] == request_id for item in by_subject)
+        assert {"coordinators", "jica", "tj-customs"} <= {item["recipient"] for item in by_subject}
+        tj_by_subject = api.get("/v1/notifications", headers=auth(tj), params={"subject": request_id}).json()
+        assert tj_by_subject["total"] >= 1 and {i["recipient"] for i in tj_by_subject["items"]} == {"tj-customs"}
+        assert api.get("/v1/notifications", headers=auth(kz), params={"subject": request_id}).json()["total"] == 0
+
         _, kz_items = all_items(api, "/v1/notifications", kz)
         assert kz_items is not None and not about_this(kz_items, "v1"), "another country's agency hears nothing of it"
         acked = api.post(f"/v1/inbox/{changed['id']}/ack", headers=auth(tj))

@@ -337,8 +337,16 @@ def test_lifecycle_with_history_and_refused_transitions(api, people):
     def move(headers, to, note=None):
         return api.post(path, json={"to": to, "note": note}, headers=headers)
 
+    def allowed_for(headers):
+        return api.get(f"/v1/requests/{created['id']}", headers=headers).json()["allowed_transitions"]
+
+    assert allowed_for(coordinator) == ["under_review", "declined"]
+    assert allowed_for(agency) == ["withdrawn"]
+    assert allowed_for(auth(people["tj_other_agency"])) == [], "the same country, not the requesting agency"
     assert move(coordinator, "under_review").json()["status"] == "under_review"
     assert move(coordinator, "info_requested", "Which posts exactly?").status_code == 200
+    assert allowed_for(coordinator) == ["under_review", "declined"]
+    assert allowed_for(agency) == ["under_review", "withdrawn"], "answering is the agency's to do now"
     assert move(auth(people["tj_other_agency"]), "under_review").status_code == 403
     assert move(agency, "under_review", "Posts 4, 7 and 9").json()["status"] == "under_review"
     refused = move(coordinator, "fulfilled")

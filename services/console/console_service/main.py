@@ -9,6 +9,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from console_service import i18n
 from console_service.api import ApiProblem, ServiceApi
 from console_service.config import ConsoleSettings
+from console_service.live import LiveFeed, LiveHub
 from console_service.pages import ROUTERS
 from console_service.security import (
     ANONYMOUS_CSRF_COOKIE,
@@ -35,7 +37,7 @@ from shared.identity import KeyStore
 from shared.logging import configure_logging
 from shared.retry import Backoff, retry
 from shared.tasks import cancel_and_wait
-from shared.topics import IDENTITY_KEYS, ensure_topics
+from shared.topics import IDENTITY_KEYS, REQUESTS_EVENTS, ensure_topics
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,13 +48,17 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     configure_logging(service=settings.service_name, level=settings.log_level, json=settings.log_json)
     key_store = KeyStore(settings.kafka_bootstrap_servers)
     sessions = SessionStore(key_store, lifetime_seconds=settings.session_lifetime_seconds)
+    live_hub = LiveHub()
+    live_feed = LiveFeed(settings.kafka_bootstrap_servers, live_hub)
 
-    async def connect_key_store() -> None:
+    async def connect_to_kafka() -> None:
         async def start() -> None:
-            await ensure_topics(settings.kafka_bootstrap_servers, [IDENTITY_KEYS], retry_for=5,
+            await ensure_topics(settings.kafka_bootstrap_servers, [IDENTITY_KEYS, REQUESTS_EVENTS], retry_for=5,
                                 replication_factor=settings.kafka_replication_factor)
-            await key_store.start()
-        await retry(start, what="starting the key store", backoff=Backoff(first=0.5, cap=10.0))
+            if not key_store.running:
+                await key_store.start()
+            await live_feed.start()
+        await retry(start, what="starting the key store and the live feed", backoff=Backoff(first=0.5, cap=10.0))
 
     async def sweep_sessions() -> None:
         while True:
@@ -62,13 +68,14 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        connect = asyncio.create_task(connect_key_store(), name="console-key-store")
+        connect = asyncio.create_task(connect_to_kafka(), name="console-kafka")
         sweeper = asyncio.create_task(sweep_sessions(), name="console-session-sweep")
         try:
             yield
         finally:
             await cancel_and_wait(sweeper)
             await cancel_and_wait(connect)
+            await live_feed.stop()
             await key_store.stop()
             await app.state.api.aclose()
 
@@ -77,6 +84,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.key_store = key_store
     app.state.sessions = sessions
+    app.state.live_hub = live_hub
     app.state.api = ServiceApi(
         base_urls={"catalog": settings.catalog_url, "requests": settings.requests_url,
                    "notifications": settings.notifications_url},
@@ -136,10 +144,14 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        ready = key_store.caught_up and key_store.running
-        detail = "caught up" if ready else "keys still loading"
-        return JSONResponse({"status": "ready" if ready else "not_ready",
-                             "checks": {"key_store": {"ok": ready, "detail": detail}}},
+        keys_ready = key_store.caught_up and key_store.running
+        checks: dict[str, dict[str, Any]] = {
+            "key_store": {"ok": keys_ready, "detail": "caught up" if keys_ready else "keys still loading"},
+            "live_feed": {"ok": live_feed.running,
+                          "detail": f"{live_hub.stream_count} open streams" if live_feed.running else "not running"},
+        }
+        ready = all(check["ok"] for check in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)

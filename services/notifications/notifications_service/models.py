@@ -39,7 +39,7 @@ class NotificationRow(NotificationsTable, table=True):
     event_source: str = Field(max_length=300)
     event_id: str = Field(max_length=200)
     event_type: str = Field(max_length=200)
-    subject: str | None = Field(default=None, max_length=200)
+    subject: str | None = Field(default=None, max_length=200, index=True)
     recipient: str = Field(max_length=64, index=True)
     payload: dict = Field(sa_column=Column(JSON, nullable=False))
     event_time: datetime = Field(sa_type=DateTime(timezone=True))

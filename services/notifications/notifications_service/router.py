@@ -78,6 +78,9 @@ def list_notifications(
     page: Page,
     event_type: Annotated[str | None, Query(max_length=200)] = None,
     recipient: Annotated[str | None, Query(max_length=64)] = None,
+    subject: Annotated[str | None, Query(
+        max_length=200, description="What the event is about: a request's id for request events, "
+                                    "a commitment's id for offer and progress events")] = None,
 ) -> NotificationPage:
     conditions = []
     if principal.role == "partner":
@@ -86,6 +89,8 @@ def list_notifications(
         conditions.append(col(NotificationRow.recipient) == recipient)
     if event_type:
         conditions.append(col(NotificationRow.event_type) == event_type)
+    if subject:
+        conditions.append(col(NotificationRow.subject) == subject)
     with read_session(runtime) as session:
         total = session.exec(select(func.count()).select_from(NotificationRow).where(*conditions)).one()
         rows = session.exec(select(NotificationRow).where(*conditions)

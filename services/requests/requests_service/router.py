@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, and_, col, func, not_, select
 
 from requests_service import metrics
+from requests_service.conditions import allowed_transitions
 from requests_service.models import (
     IdempotencyRow,
     OfferActivationRow,
@@ -32,6 +33,7 @@ from requests_service.schemas import (
     OfferList,
     OfferRead,
     RequestCreate,
+    RequestDetail,
     RequestPage,
     RequestRead,
     TransitionCreate,
@@ -200,11 +202,15 @@ def _visible_request(session: Session, principal: Principal, request_id: str) ->
     return row
 
 
-@router.get("/requests/{request_id}", response_model=RequestRead, summary="One request",
+@router.get("/requests/{request_id}", response_model=RequestDetail,
+            summary="One request, with the transitions the caller may make now",
             responses={404: {"description": "No such request, or not visible to the caller"}})
-def get_request(runtime: Runtime, principal: Caller, request_id: RequestId) -> RequestRead:
+def get_request(runtime: Runtime, principal: Caller, request_id: RequestId) -> RequestDetail:
     with read_session(runtime) as session:
-        return _request_read(_visible_request(session, principal, request_id))
+        row = _visible_request(session, principal, request_id)
+    is_requesting_agency = principal.role == "partner" and principal.agency_id == row.agency_id
+    allowed = allowed_transitions(row.status, role=principal.role, is_requesting_agency=is_requesting_agency)
+    return RequestDetail(**_request_read(row).model_dump(), allowed_transitions=list(allowed))
 
 
 @router.get("/requests/{request_id}/history", response_model=HistoryRead, summary="Every change of a request",

@@ -32,6 +32,12 @@ class RequestRead(BaseModel):
     links: dict[str, str]
 
 
+class RequestDetail(RequestRead):
+    allowed_transitions: list[RequestStatus] = Field(
+        description="The statuses the caller may move this request to now, by the lifecycle's rules "
+                    "(POST .../transitions); empty when it may make none")
+
+
 class RequestPage(BaseModel):
     items: list[RequestRead]
     total: int
