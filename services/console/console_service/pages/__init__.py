@@ -19,6 +19,7 @@ Adding a page group (say, the offer board):
 
 from fastapi import APIRouter
 
-from console_service.pages import overview, requests_list, sign_in
+from console_service.pages import agency, offers, overview, plans, requests_list, reviews, sign_in
 
-ROUTERS: tuple[APIRouter, ...] = (sign_in.router, overview.router, requests_list.router)
+ROUTERS: tuple[APIRouter, ...] = (sign_in.router, overview.router, requests_list.router, offers.router, plans.router,
+                                  reviews.router, agency.router)
