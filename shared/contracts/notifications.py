@@ -11,8 +11,6 @@ from shared.contracts.catalog import _Contract
 NOTIFICATIONS_SOURCE = "/caj-tracker/notifications"
 DELIVERY_ATTEMPTED = "org.caj-tracker.notifications.delivery.attempted.v1"
 DELIVERY_DEAD = "org.caj-tracker.notifications.delivery.dead.v1"
-# Only ever a webhook body: sent when an agency asks for a test delivery, never on a topic.
-WEBHOOK_TEST = "org.caj-tracker.notifications.webhook.test.v1"
 
 # delivered: 2xx. failed: another status, a timeout or no connection (retried
 # on the schedule). endpoint_gone: 410, the endpoint is disabled. endpoint_disabled:

@@ -2,10 +2,12 @@
 geometry, the paragraph around a commitment, the offer board's columns and
 tally, and the event types the webhook form offers."""
 
+from console_service import labels
 from console_service.charts import STATUS_COLOURS, stacked_bars
 from console_service.labels import ROUTED_EVENT_TYPES
 from console_service.pages.offers import board_columns, interest_tally
 from console_service.pages.plans import paragraph_around
+from notifications_service import webhooks
 from notifications_service.routing import load_rules
 
 
@@ -41,3 +43,4 @@ def test_the_board_puts_the_dialogue_countries_first_and_counts_interest():
 
 def test_the_webhook_form_offers_exactly_the_event_types_routed_to_agencies():
     assert sorted(ROUTED_EVENT_TYPES) == sorted(load_rules().rules)
+    assert labels.WEBHOOK_TEST == webhooks.WEBHOOK_TEST

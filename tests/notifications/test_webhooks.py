@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.contracts.notifications import DELIVERY_ATTEMPTED, DELIVERY_DEAD, WEBHOOK_TEST
+from notifications_service.webhooks import WEBHOOK_TEST
+from shared.contracts.notifications import DELIVERY_ATTEMPTED, DELIVERY_DEAD
 from shared.contracts.requests import REQUEST_STATUS_CHANGED, REQUESTS_SOURCE, RequestStatusChanged
 from shared.events import from_kafka, new_event, to_kafka
 from shared.topics import NOTIFICATIONS_DEAD_LETTER, NOTIFICATIONS_DELIVERIES, REQUESTS_EVENTS

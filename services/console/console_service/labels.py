@@ -3,7 +3,6 @@ translated when a page is rendered."""
 
 from console_service.i18n import gettext as _
 from shared.contracts.catalog import COMMITMENT_STALE, PROGRESS_REPORTED
-from shared.contracts.notifications import WEBHOOK_TEST
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
     OFFER_INTEREST_REGISTERED,
@@ -12,6 +11,8 @@ from shared.contracts.requests import (
     REQUEST_SUBMITTED,
 )
 
+# What a test delivery carries (notifications_service.webhooks; a test keeps them equal).
+WEBHOOK_TEST = "org.caj-tracker.notifications.webhook.test.v1"
 # The event types the notifications service routes to agencies (its routing.yaml; a test keeps them equal).
 ROUTED_EVENT_TYPES = (REQUEST_SUBMITTED, REQUEST_STATUS_CHANGED, REQUEST_STALE, OFFER_INTEREST_REGISTERED,
                       OFFER_ACTIVATED, PROGRESS_REPORTED, COMMITMENT_STALE)

@@ -14,8 +14,8 @@ from notifications_service.config import NotificationsSettings
 from notifications_service.models import DeliveryAttemptRow, DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import load_rules
 from notifications_service.states import AttemptOutcome, DeliveryState
-from notifications_service.webhooks import AddressGuard, UnsafeWebhookUrl, new_secret
-from shared.contracts.notifications import NOTIFICATIONS_SOURCE, WEBHOOK_TEST
+from notifications_service.webhooks import WEBHOOK_TEST, AddressGuard, UnsafeWebhookUrl, new_secret
+from shared.contracts.notifications import NOTIFICATIONS_SOURCE
 from shared.dependencies import Caller, Page, Runtime, read_session, service_settings
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.identity import Principal, require_roles
