@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 AXE := tests/console/node_modules/axe-core/axe.min.js
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml deploy/kafka/pom.xml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status lint test clean translations
+.PHONY: install up down status lint test clean translations screenshots
 
 install: $(INSTALLED) $(AXE)
 
@@ -54,6 +54,10 @@ test: install
 	@$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status
+
+# The console's main pages in English and Russian, to docs/screenshots/ (real stack, Debian's Chromium).
+screenshots: install
+	$(BIN)/pytest tests/console/screenshots.py -q -p no:cacheprovider
 
 clean: down
 	rm -rf var

@@ -36,6 +36,9 @@ CHROMIUM = "/usr/bin/chromium"
 AXE_SCRIPT = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 VIEWPORT = {"width": 1366, "height": 768}
 SERVICE_PACKAGES = ("catalog_service", "requests_service", "notifications_service")
+# The webhook pages' tests receive deliveries on 127.0.0.1.
+SERVICE_SETTINGS = {"notifications_service": {"webhook_allow_private_addresses": "true",
+                                              "delivery_poll_interval_seconds": "0.2"}}
 
 
 @dataclass
@@ -81,7 +84,7 @@ def console_stack(kafka_bootstrap, tmp_path_factory) -> Iterator[ConsoleStack]:
             database_url = cleanup.enter_context(empty_database(backend, service_dir))
             process = ServiceProcess(package, database_url=database_url, kafka_bootstrap=kafka_bootstrap,
                                      log_path=directory / f"{package}.log", rate_limit_per_second="1000",
-                                     rate_limit_burst="1000")
+                                     rate_limit_burst="1000", **SERVICE_SETTINGS.get(package, {}))
             processes.append(process.start())
             cleanup.callback(process.stop)
         for process in processes:

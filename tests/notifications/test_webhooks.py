@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from notifications_service.webhooks import WEBHOOK_TEST
 from shared.contracts.notifications import DELIVERY_ATTEMPTED, DELIVERY_DEAD
 from shared.contracts.requests import REQUEST_STATUS_CHANGED, REQUESTS_SOURCE, RequestStatusChanged
 from shared.events import from_kafka, new_event, to_kafka
@@ -237,6 +238,29 @@ def test_only_the_agency_itself_manages_its_webhook(hooks, receiver, keys):
             agency.path), "a refused change changes nothing"
         assert api.delete(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key)).status_code == 204
         assert api.get(f"/v1/agencies/{agency.id}/webhook", headers=auth(agency.key)).status_code == 404
+
+
+def test_a_test_event_is_a_signed_delivery_in_the_log_and_not_in_the_inbox(hooks, receiver, keys):
+    agency, other = Agency(keys), Agency(keys)
+    coordinator = keys.make("coordinator")
+    with httpx.Client(base_url=hooks.base_url, timeout=30) as api:
+        test_path = f"/v1/agencies/{agency.id}/webhook/test"
+        assert api.post(test_path, headers=auth(agency.key)).status_code in (401, 404), "no webhook yet"
+        secret = register(api, agency, receiver.script(agency.path)).json()["secret"]
+        assert api.post(test_path, headers=auth(other.key)).status_code == 403
+        assert api.post(test_path, headers=auth(coordinator)).status_code == 403
+        assert not receiver.received(agency.path), "a refused test sends nothing"
+
+        sent = api.post(test_path, headers=auth(agency.key))
+        assert sent.status_code == 202, sent.text
+        assert sent.json()["event_type"] == WEBHOOK_TEST and sent.json()["state"] == "pending"
+        [request] = receiver.wait_for(agency.path, 1)
+        payload = Webhook(secret).verify(request.body, request.headers)
+        assert payload["type"] == WEBHOOK_TEST and payload["data"]["payload"]["agency_id"] == agency.id
+        assert request.headers["webhook-id"] == sent.json()["id"]
+        delivery = wait_delivery(api, agency.key, agency, lambda d: d["state"] == "delivered")
+        assert delivery["history"][0]["status_code"] == 200
+        assert api.get("/v1/inbox", headers=auth(agency.key)).json()["total"] == 0, "a test is not inbox work"
 
 
 def test_an_agency_narrows_what_it_receives_by_event_type(hooks, receiver, keys, kafka_bootstrap):

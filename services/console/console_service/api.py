@@ -38,6 +38,10 @@ class ServiceApi:
     async def get(self, service: Service, path: str, *, key: str, params: dict[str, Any] | None = None) -> Any:
         return await self._call("GET", service, path, key=key, params=params)
 
+    async def get_text(self, service: Service, path: str, *, key: str, params: dict[str, Any] | None = None) -> str:
+        """A plain-text or CSV answer (a plan's source, a report's CSV)."""
+        return await self._call("GET", service, path, key=key, params=params, as_text=True)
+
     async def post(self, service: Service, path: str, *, key: str, json: Any = None,
                    headers: dict[str, str] | None = None) -> Any:
         return await self._call("POST", service, path, key=key, json=json, headers=headers)
@@ -46,7 +50,7 @@ class ServiceApi:
         return await self._call("PUT", service, path, key=key, json=json)
 
     async def _call(self, method: str, service: Service, path: str, *, key: str, params: dict[str, Any] | None = None,
-                    json: Any = None, headers: dict[str, str] | None = None) -> Any:
+                    json: Any = None, headers: dict[str, str] | None = None, as_text: bool = False) -> Any:
         url = self.base_urls[service].rstrip("/") + path
         sent_headers = {"Authorization": f"Bearer {key}", "Accept": "application/json", **(headers or {})}
         query = {name: value for name, value in (params or {}).items() if value is not None}
@@ -57,6 +61,8 @@ class ServiceApi:
                              type(error).__name__) from error
         if response.status_code >= 400:
             raise problem_from(response)
+        if as_text:
+            return response.text
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

@@ -38,7 +38,9 @@ def format_utc(value: str | datetime | None) -> str:
 templates.env.filters["utc"] = format_utc
 templates.env.globals.update(
     status_label=labels.status_label, country_label=labels.country_label, role_label=labels.role_label,
-    delivery_state_label=labels.delivery_state_label,
+    delivery_state_label=labels.delivery_state_label, condition_label=labels.condition_label,
+    progress_label=labels.progress_label, offer_state_label=labels.offer_state_label,
+    attempt_outcome_label=labels.attempt_outcome_label, event_type_label=labels.event_type_label,
 )
 
 

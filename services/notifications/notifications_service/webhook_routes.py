@@ -1,5 +1,6 @@
 """Webhook endpoints (per agency) and deliveries under /v1/."""
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -10,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from notifications_service.config import NotificationsSettings
-from notifications_service.models import DeliveryAttemptRow, DeliveryRow, WebhookEndpointRow
+from notifications_service.models import DeliveryAttemptRow, DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import load_rules
 from notifications_service.states import AttemptOutcome, DeliveryState
-from notifications_service.webhooks import AddressGuard, UnsafeWebhookUrl, new_secret
+from notifications_service.webhooks import WEBHOOK_TEST, AddressGuard, UnsafeWebhookUrl, new_secret
+from shared.contracts.notifications import NOTIFICATIONS_SOURCE
 from shared.dependencies import Caller, Page, Runtime, read_session, service_settings
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.identity import Principal, require_roles
@@ -217,6 +219,46 @@ async def rotate_secret(runtime: Runtime, settings: Settings, principal: Caller,
 
     row, secret = await runtime.writer.run(work)
     return _webhook_read(row, secret=secret)
+
+
+@router.post("/agencies/{agency_id}/webhook/test", response_model=DeliveryRead, status_code=202,
+             summary="Send a test event to the agency's webhook (the agency itself)",
+             description="A delivery like any other (signed, retried, in the delivery log) of a "
+                         f"`{WEBHOOK_TEST}` event. Its notification is acknowledged at once: a test "
+                         "is not work waiting in the inbox.",
+             responses={403: {"description": "Not a key of this agency"},
+                        404: {"description": "The agency has no webhook"},
+                        409: {"description": "The agency's webhook is disabled"}})
+async def send_test_event(runtime: Runtime, wake_dispatcher: WakeDispatcher, principal: Caller,
+                          agency_id: AgencyId) -> DeliveryRead:
+    _the_agency_itself(principal, agency_id)
+
+    def work(session: Session) -> DeliveryRow:
+        endpoint = session.get(WebhookEndpointRow, agency_id)
+        if endpoint is None:
+            raise _no_webhook(agency_id)
+        if not endpoint.enabled:
+            raise Conflict("webhook_disabled", "The agency's webhook is disabled",
+                           "Register the webhook again (PUT .../webhook) to enable it.",
+                           disabled_reason=endpoint.disabled_reason)
+        now, event_id = utcnow(), str(uuid.uuid4())
+        notification = NotificationRow(
+            id=str(uuid.uuid4()), event_source=NOTIFICATIONS_SOURCE, event_id=event_id, event_type=WEBHOOK_TEST,
+            subject=agency_id, recipient=agency_id, event_time=now, created_at=now, acknowledged_at=now,
+            payload={"agency_id": agency_id, "message": "A test event sent from the webhook settings."},
+        )
+        delivery = DeliveryRow(id=f"msg_{uuid.uuid4().hex}", notification_id=notification.id, agency_id=agency_id,
+                               event_type=WEBHOOK_TEST, state=DeliveryState.PENDING, next_attempt_at=now,
+                               created_at=now)
+        session.add(notification)
+        session.flush()  # the notification first: the delivery refers to it
+        session.add(delivery)
+        session.flush()
+        return delivery
+
+    row = await runtime.writer.run(work)
+    wake_dispatcher()
+    return _delivery_read(row)
 
 
 # -- deliveries ---------------------------------------------------------------------------

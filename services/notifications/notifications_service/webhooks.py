@@ -17,6 +17,8 @@ from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 
 USER_AGENT = "caj-tracker-webhooks/1"
+# Only ever a webhook body (an agency asked for a test delivery), never an event on a topic.
+WEBHOOK_TEST = "org.caj-tracker.notifications.webhook.test.v1"
 
 
 def new_secret() -> str:

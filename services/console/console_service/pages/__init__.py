@@ -19,8 +19,20 @@ Adding a page group (say, the offer board):
 
 from fastapi import APIRouter
 
-from console_service.pages import live, overview, partner, request_detail, requests_list, sign_in
+from console_service.pages import (
+    agency,
+    live,
+    offers,
+    overview,
+    partner,
+    plans,
+    request_detail,
+    requests_list,
+    reviews,
+    sign_in,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     sign_in.router, overview.router, requests_list.router, request_detail.router, partner.router, live.router,
+    offers.router, plans.router, reviews.router, agency.router,
 )
