@@ -160,7 +160,7 @@ def start_prometheus(echo, timeout: float = 60.0) -> str | None:
         echo("prometheus: not installed, not started (Debian: apt-get install prometheus)")
         return None
     targets = {}
-    for service in SERVICES.values():
+    for service in PROCESSES.values():
         settings = service.settings()
         targets[service.name] = f"{settings.host}:{settings.port}"
     PROMETHEUS_DIR.mkdir(parents=True, exist_ok=True)

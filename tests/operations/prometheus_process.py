@@ -15,12 +15,13 @@ from tests.conftest import free_port
 
 
 class PrometheusProcess:
-    def __init__(self, directory: Path, targets: dict[str, str]) -> None:
+    def __init__(self, directory: Path, targets: dict[str, str], *, leave_out: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config_file = directory / "prometheus.yml"
-        self.config_file.write_text(yaml.safe_dump(prometheus.local_config(targets, scrape_interval="1s")))
+        config = prometheus.local_config(targets, scrape_interval="1s", leave_out=leave_out)
+        self.config_file.write_text(yaml.safe_dump(config))
         self.log_path = directory / "prometheus.log"
         self.process: subprocess.Popen | None = None
 
@@ -74,8 +75,9 @@ class PrometheusProcess:
 
 
 @contextlib.contextmanager
-def running_prometheus(directory: Path, targets: dict[str, str]) -> Iterator[PrometheusProcess]:
-    server = PrometheusProcess(directory, targets).start()
+def running_prometheus(directory: Path, targets: dict[str, str], *,
+                       leave_out: tuple[str, ...] = ()) -> Iterator[PrometheusProcess]:
+    server = PrometheusProcess(directory, targets, leave_out=leave_out).start()
     try:
         yield server
     finally:

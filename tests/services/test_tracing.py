@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from shared.contracts.requests import REQUEST_SUBMITTED
 from shared.settings import REPO_ROOT
@@ -109,11 +110,15 @@ def test_one_trace_id_from_the_request_to_the_webhook_and_caj_trace_follows_it(s
             json={"url": url, "event_types": [REQUEST_SUBMITTED]}, timeout=30), "registering the webhook")
 
         trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
-        submitted = until_ok(lambda: httpx.post(
-            f"{requests_service.base_url}/v1/requests", headers=auth(partner_key) | {
-                "traceparent": f"00-{trace_id}-{caller_span}-01", "Idempotency-Key": uuid.uuid4().hex},
-            json={"commitment_id": COMMITMENT, "title": "Border posts", "description": "Equipment, training."},
-            timeout=30), "submitting")
+        # The caller is outside the system: an app built in this process earlier
+        # in the session instruments httpx, which would put its own traceparent
+        # in place of the caller's.
+        with suppress_http_instrumentation():
+            submitted = until_ok(lambda: httpx.post(
+                f"{requests_service.base_url}/v1/requests", headers=auth(partner_key) | {
+                    "traceparent": f"00-{trace_id}-{caller_span}-01", "Idempotency-Key": uuid.uuid4().hex},
+                json={"commitment_id": COMMITMENT, "title": "Border posts", "description": "Equipment, training."},
+                timeout=30), "submitting")
         request_id, http_request_id = submitted.json()["id"], submitted.headers["x-request-id"]
 
         # 1. The requests service's log: the request's lines carry the trace id.
