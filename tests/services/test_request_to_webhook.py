@@ -109,10 +109,15 @@ def test_requests_reach_the_responsible_agency_once_each_and_every_hop_is_measur
     until(lambda: len(arrived()) >= REQUESTS, 60, "every request to reach the webhook")
     # Every delivery recorded (so nothing is left to send again), then nothing more may arrive.
     engine = create_engine(notifications.database_url)
-    with engine.connect() as connection:
-        until(lambda: connection.execute(text(
-            "SELECT count(*) FROM webhook_deliveries WHERE agency_id = :agency AND state = 'delivered'"),
-            {"agency": agency["id"]}).scalar() == REQUESTS, 30, "every delivery to be recorded")
+
+    def delivered() -> int:
+        # A connection per look: one kept open would read a single snapshot.
+        with engine.connect() as connection:
+            return connection.execute(text(
+                "SELECT count(*) FROM webhook_deliveries WHERE agency_id = :agency AND state = 'delivered'"),
+                {"agency": agency["id"]}).scalar_one()
+
+    until(lambda: delivered() == REQUESTS, 30, "every delivery to be recorded")
     engine.dispose()
     request_ids = [json.loads(received.body)["data"]["payload"]["request_id"] for received in arrived()]
     assert sorted(request_ids) == sorted(submitted), "each request reaches the agency exactly once"
