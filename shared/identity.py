@@ -21,6 +21,7 @@ from fastapi import Request
 from shared.contracts.identity import AGENCY_REGISTERED, API_KEY_CHANGED, AgencyRecord, ApiKeyRecord, Role
 from shared.errors import Forbidden, RateLimited, Unauthenticated, Unavailable
 from shared.events import InvalidEvent, from_kafka
+from shared.kafka import read_whole_topics
 from shared.topics import IDENTITY_KEYS
 from shared.workers import SupervisedWorker
 
@@ -78,16 +79,8 @@ class KeyStore:
         self.worker = SupervisedWorker("key-store", self._follow)
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="caj-keystore",
-        )
-        await self._consumer.start()
-        partitions = [
-            TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or [0])
-        ]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
+        self._consumer = await read_whole_topics(self.bootstrap_servers, [self.topic], client_id="caj-keystore")
+        partitions = sorted(self._consumer.assignment())
         self._end_offsets = await self._consumer.end_offsets(partitions)
         if all(offset == 0 for offset in self._end_offsets.values()):
             self.caught_up = True

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
@@ -33,6 +32,7 @@ from shared.contracts.requests import (
 )
 from shared.events import InvalidEvent, from_kafka
 from shared.identity import Principal
+from shared.kafka import read_whole_topics
 from shared.topics import REQUESTS_EVENTS
 from shared.workers import SupervisedWorker
 
@@ -147,34 +147,9 @@ class LiveFeed:
         self.worker = SupervisedWorker("live-feed", self._follow)
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="latest", client_id="caj-console-live",
-        )
-        partitions = await self._all_partitions()
-        await self._consumer.start()
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        # Resolve the end positions now: whatever is published after start() reaches the pages.
-        for partition in partitions:
-            await self._consumer.position(partition)
+        self._consumer = await read_whole_topics(self.bootstrap_servers, self.topics, client_id="caj-console-live",
+                                                 from_end=True)
         self.worker.start()
-
-    async def _all_partitions(self) -> list[TopicPartition]:
-        """Every partition of each topic, as the broker has them now (the
-        consumer's own metadata may not know a topic yet)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="caj-console-live-admin")
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(self.topics))
-        finally:
-            await admin.close()
-        partitions = [TopicPartition(topic["topic"], partition["partition"])
-                      for topic in described for partition in topic["partitions"]]
-        missing = set(self.topics) - {partition.topic for partition in partitions}
-        if missing:
-            raise RuntimeError(f"no partitions yet for {sorted(missing)}")
-        return sorted(partitions)
 
     async def stop(self) -> None:
         await self.worker.stop()
