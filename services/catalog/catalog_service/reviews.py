@@ -313,9 +313,9 @@ def report_inputs(session: Session, plan_id: str) -> tuple:
     there are. Reports and activities are append-only, so their count moves
     with every one committed (a highest `seq` alone would miss one that
     commits after a later-numbered one, on PostgreSQL)."""
-    meetings = tuple(session.execute(core_select(_REVIEWS.c.id, _REVIEWS.c.date)
-                                     .where(_REVIEWS.c.plan_id == plan_id)
-                                     .order_by(_REVIEWS.c.date, _REVIEWS.c.id)).tuples())
+    meetings = tuple(tuple(row) for row in session.execute(core_select(_REVIEWS.c.id, _REVIEWS.c.date)
+                                                           .where(_REVIEWS.c.plan_id == plan_id)
+                                                           .order_by(_REVIEWS.c.date, _REVIEWS.c.id)))
     reports = session.execute(core_select(func.count(), func.max(_REPORTS.c.seq))).one()
     activity = session.execute(core_select(func.count(), func.max(_ACTIVITY.c.seq))).one()
     return meetings, tuple(reports), tuple(activity)
