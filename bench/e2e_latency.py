@@ -71,6 +71,8 @@ class Phase:
     errors: list[str] = field(default_factory=list)
     # Mean seconds per hop over the phase, from the services' own histogram.
     hop_means: dict[str, float] = field(default_factory=dict)
+    # CPU seconds each process used during the phase (sending and draining).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def hop_totals(urls: list[str]) -> dict[str, tuple[float, float]]:
@@ -222,6 +224,7 @@ class Stack:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.processes: list[subprocess.Popen] = []
+        self.pids: dict[str, int] = {}  # process name -> pid, for CPU accounting
         self.kafka_env = dict(os.environ, KAFKA_PORT=str(free_port()), KAFKA_CONTROLLER_PORT=str(free_port()),
                               KAFKA_DATA_DIR=str(scratch / "kafka"), KAFKA_FRESH="1")
         self.bootstrap = ""
@@ -246,6 +249,7 @@ class Stack:
             port = int(self.urls[name].rsplit(":", 1)[1])
             self.processes.append(serve(f"--factory {name}_service.main:app", port, env,
                                         self.scratch / f"{name}.log"))
+            self.pids[name] = self.processes[-1].pid
         receiver_port, raw_port = free_port(), free_port()
         self.receiver = f"http://127.0.0.1:{receiver_port}"
         self.raw = f"http://127.0.0.1:{raw_port}"
@@ -253,10 +257,15 @@ class Stack:
         raw_env = env | {"RAW_CHAIN_DATABASE": str(self.scratch / "raw.sqlite3"), "RAW_CHAIN_BOOTSTRAP": self.bootstrap,
                          "RAW_CHAIN_TOPIC": RAW_TOPIC}
         self.processes.append(serve("bench.raw_chain:app", raw_port, raw_env, self.scratch / "raw.log"))
+        self.pids["raw chain"] = self.processes[-1].pid
         raw_consumer = subprocess.Popen(
             [sys.executable, "-m", "bench.raw_chain", "consume", self.bootstrap, RAW_TOPIC, f"{self.receiver}/raw"],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=(self.scratch / "raw-consumer.log").open("wb"))
         self.processes.append(raw_consumer)
+        self.pids["raw consumer"] = raw_consumer.pid
+        broker_pid = (self.scratch / "kafka" / "kafka.pid").read_text().strip()
+        if broker_pid.isdigit():
+            self.pids["kafka"] = int(broker_pid)
         for name, url in self.urls.items():
             wait_until(lambda u=url: httpx.get(f"{u}/readyz").status_code == 200, 180, name)
         wait_until(lambda: httpx.get(f"{self.receiver}/arrivals").status_code == 200, 30, "the receiver")
@@ -273,6 +282,18 @@ class Stack:
                                                 replication_factor=1)])
         finally:
             await admin.close()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each process has used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, pid in self.pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return used
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -320,6 +341,7 @@ def run_phase(stack: Stack, chain: str, rate: int, seconds: float, keys: list[st
     phase = Phase(chain, rate)
     services = [stack.urls["requests"], stack.urls["notifications"]]
     before = hop_totals(services) if chain == "system" else {}
+    cpu_before = stack.cpu_seconds()
     if chain == "system":
         def body(number: int) -> dict:
             return {"commitment_id": COMMITMENT, "title": f"Border post {rate}/{number}",
@@ -335,6 +357,7 @@ def run_phase(stack: Stack, chain: str, rate: int, seconds: float, keys: list[st
         print(f"{chain} at {rate}/s: {len(phase.errors)} of {len(phase.errors) + len(phase.sent)} POSTs got no 201, "
               f"e.g. {phase.errors[:2]}", flush=True)
     seen = wait_arrived(stack.receiver, phase)
+    phase.cpu = {name: used - cpu_before.get(name, 0.0) for name, used in stack.cpu_seconds().items()}
     if chain == "system":
         for hop, (total, count) in hop_totals(services).items():
             total_before, count_before = before.get(hop, (0.0, 0.0))
@@ -411,6 +434,14 @@ def report(results: list[tuple[Phase, dict]], times: dict, rates: list[int]) -> 
         print("\nMean per hop from the services' caj_event_hop_latency_seconds (ms):\n")
         for rate, hop_means in means:
             print(f"- {rate}/s: " + ", ".join(f"{hop} {mean * 1000:.1f}" for hop, mean in sorted(hop_means.items())))
+    print("\nCPU per request, by process (ms; user + system, over the phase including its drain):\n")
+    names = sorted({name for phase, _ in results for name in phase.cpu})
+    print("| chain | rate | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 2) + "|")
+    for phase, _ in results:
+        count = max(len(phase.sent), 1)
+        print(f"| {phase.chain} | {phase.rate}/s | " + " | ".join(
+            f"{phase.cpu[name] * 1000 / count:.1f}" if name in phase.cpu else "" for name in names) + " |")
     raw_rows = [f"{rate}/s submit {percentile(sub, 50):.1f} / {percentile(sub, 99):.1f}"
                 for rate in rates for sub in [[(sent.answered - sent.sent) * 1000 for phase, _ in results
                                                if phase.chain == "raw" and phase.rate == rate
