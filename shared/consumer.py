@@ -12,6 +12,11 @@ that does not apply cleanly is taken on alone. The poll loop runs as a supervise
 worker (`consumer:<group id>`): if it fails it is restarted after a backoff,
 from the first record it had not applied.
 
+While a poll's records are being applied, the next ones are read ahead (up
+to `max_poll_records`). aiokafka sends no new fetch while fetched records wait
+to be taken, so without this a record arriving during a commit waited for
+that commit, then for a fetch, then for the commit after it.
+
 A record that cannot be processed goes to the service's dead-letter topic with
 the reason and its origin in headers, and the consumer carries on with the
 next one. A database outage is not the record's fault: the consumer waits and
@@ -41,6 +46,7 @@ from shared.kafka import make_consumer
 from shared.logging import event_id_var
 from shared.messaging_models import ProcessedEvent, utcnow
 from shared.retry import Backoff
+from shared.tasks import cancel_and_wait
 from shared.tracing import handling, in_trace_of
 from shared.workers import SupervisedWorker
 
@@ -57,6 +63,10 @@ BatchHandler = Callable[[Session, list[CloudEvent]], list[str]]
 
 # The longest wait between two tries of anything the consumer retries.
 RETRY_CAP_SECONDS = 5.0
+# Records read ahead of those being applied, at most (aiokafka's max_poll_records).
+READ_AHEAD_RECORDS = 500
+# How often the lag gauge is brought up to date.
+LAG_UPDATE_SECONDS = 1.0
 
 
 class PoisonMessage(Exception):
@@ -122,6 +132,12 @@ class IdempotentConsumer:
         self.writer = writer
         self.consumer: AIOKafkaConsumer = make_consumer(bootstrap_servers, group_id=group_id, client_id=client_id)
         self._processing = asyncio.Lock()
+        # Read ahead, not yet applied: by partition, in order (see _read_ahead).
+        self._fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
+        self._fetched_count = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._lag_updated = 0.0
         self._uncommitted: dict[TopicPartition, int] = {}
         # Offsets go to Kafka while the next records are applied: applied
         # records are in the inbox, so a late commit only means replays.
@@ -160,12 +176,50 @@ class IdempotentConsumer:
     # -- the loop --------------------------------------------------------------
     async def _poll_forever(self) -> None:
         # An error ends the loop; the worker logs it, counts it and starts it
-        # again after a backoff.
-        while True:
-            await self._poll_once()
+        # again after a backoff, from the first record not applied.
+        reader = asyncio.create_task(self._read_ahead(), name=f"read-ahead:{self.group_id}")
+        try:
+            while True:
+                await self._poll_once(reader)
+        finally:
+            await cancel_and_wait(reader)
+            self._rewind({})  # what was read ahead is read again
 
-    async def _poll_once(self) -> None:
-        batches = await self.consumer.getmany(timeout_ms=500)
+    async def _read_ahead(self) -> None:
+        """Keep fetching while records are applied: each getmany lets aiokafka
+        send its next fetch, so records reach `_fetched` as they are produced."""
+        while True:
+            room = READ_AHEAD_RECORDS - self._fetched_count
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=room)
+            for partition, records in batches.items():
+                self._fetched.setdefault(partition, []).extend(records)
+                self._fetched_count += len(records)
+            if batches:
+                self._arrived.set()
+
+    async def _next_batches(self, reader: asyncio.Task) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Everything read ahead so far, once there is something (or after
+        half a second, when it may be nothing). A failed reader fails the loop."""
+        if not self._fetched and not reader.done():
+            self._arrived.clear()
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait({arrived, reader}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+        if reader.done():
+            reader.result()  # its error, or CancelledError
+            raise RuntimeError("the read-ahead task ended")
+        batches, self._fetched, self._fetched_count = self._fetched, {}, 0
+        self._room.set()
+        return batches
+
+    async def _poll_once(self, reader: asyncio.Task) -> None:
+        batches = await self._next_batches(reader)
         async with self._processing:
             assignment = self.consumer.assignment()
             # Partitions side by side, each in order: their runs reach the
@@ -175,11 +229,14 @@ class IdempotentConsumer:
                   if partition in assignment),  # one revoked meanwhile is read by its new owner
                 return_exceptions=True) if isinstance(outcome, BaseException)]
             if failures:
+                await cancel_and_wait(reader)  # so that nothing is fetched from the old positions
                 self._rewind(batches)
                 raise failures[0]
         if self._uncommitted and (self._committing is None or self._committing.done()):
             self._committing = asyncio.create_task(self._commit_uncommitted(), name=f"commit-offsets:{self.group_id}")
-        await self._update_lag()
+        if time.monotonic() - self._lag_updated >= LAG_UPDATE_SECONDS:
+            self._lag_updated = time.monotonic()
+            await self._update_lag()
 
     async def _offsets_committed(self) -> None:
         """Wait for the offset commit in flight, if any (it never raises)."""
@@ -188,12 +245,17 @@ class IdempotentConsumer:
 
     def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """The fetch position is past every record fetched: move it back to
-        the first one not applied, or the restarted loop would skip them (and
-        commit offsets past them)."""
+        the first one not applied, of `batches` (being applied) or else of
+        those read ahead, or the restarted loop would skip them (and commit
+        offsets past them). The read-ahead records are dropped."""
         assignment = self.consumer.assignment()
-        for partition, records in batches.items():
-            if partition in assignment and records:
-                self.consumer.seek(partition, max(records[0].offset, self._uncommitted.get(partition, 0)))
+        firsts = {partition: records[0].offset for partition, records in self._fetched.items() if records}
+        firsts |= {partition: records[0].offset for partition, records in batches.items() if records}
+        self._fetched, self._fetched_count = {}, 0
+        self._room.set()
+        for partition, first in firsts.items():
+            if partition in assignment:
+                self.consumer.seek(partition, max(first, self._uncommitted.get(partition, 0)))
 
     async def _consume_together(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         """A partition's records, in order, in one shared transaction (one
@@ -506,6 +568,8 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
             await self.owner._commit_uncommitted(set(revoked))
             for partition in revoked:
                 self.owner._uncommitted.pop(partition, None)
+                # Read ahead but not applied: the new owner reads them from the committed offset.
+                self.owner._fetched_count -= len(self.owner._fetched.pop(partition, []))
         log.info("partitions revoked: %s", sorted(f"{p.topic}/{p.partition}" for p in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

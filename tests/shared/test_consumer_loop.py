@@ -1,7 +1,9 @@
 """The consumer's loop: supervised (a failure restarts it without losing the
 records it had fetched), and its handlers' log lines carry the event ids."""
 
+import asyncio
 import logging
+import threading
 
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
@@ -89,6 +91,74 @@ async def test_a_failed_loop_is_restarted_and_applies_the_rest_of_its_fetch_once
             await consumer.stop()
             await producer.stop()
         assert not consumer.running
+    engine.dispose()
+
+
+async def test_records_are_read_ahead_while_a_run_commits_and_a_break_reads_them_again(
+    kafka_bootstrap, topic_name, database_url
+):
+    """While one run is in the writer, the records produced meanwhile are
+    fetched (not left at the broker until the next poll). If the loop then
+    breaks, the records read ahead are read again: none skipped, none twice."""
+    upgrade("requests_service", database_url)
+    engine = make_engine(database_url)
+    test_metadata.create_all(engine)
+    await create_topic(kafka_bootstrap, topic_name, partitions=2)
+    await create_topic(kafka_bootstrap, topic_name + ".dlq")
+    producer = make_producer(kafka_bootstrap, client_id="test")
+    await producer.start()
+    handled: list[str] = []
+    first_in_writer, release_first = threading.Event(), threading.Event()
+
+    def apply_effect(session, event):
+        if not handled:  # the first run holds the writer until the test lets it go
+            first_in_writer.set()
+            assert release_first.wait(timeout=30)
+        handled.append(event.get_id())
+        session.execute(insert(effects).values(event_id=event.get_id()))
+
+    async with started_writer(engine) as writer:
+        consumer = IdempotentConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic_name}", client_id="test", topics=[topic_name],
+            handler=apply_effect, producer=producer, dead_letter_topic=topic_name + ".dlq",
+            writer=writer, retry_delay=0.01,
+        )
+        apply_records = consumer._consume_together
+        calls: list[int] = []
+
+        async def break_in_the_read_ahead_run(partition, records):
+            calls.append(len(records))
+            if len(calls) == 2:  # the records read ahead: one applied, then the loop breaks,
+                await apply_records(partition, records[:1])
+                # with a record of another partition read ahead of this run.
+                await send_event(producer, topic_name, events[4], partition=1)
+                assert await wait_for(lambda: consumer._fetched_count == 1, timeout=10)
+                raise RuntimeError("the loop broke")
+            await apply_records(partition, records)
+
+        consumer._consume_together = break_in_the_read_ahead_run
+        events = [new_event(type="t.v1", source="/tests/loop", data={"n": n}) for n in range(5)]
+        try:
+            await consumer.start()
+            await send_event(producer, topic_name, events[0], partition=0)
+            assert await asyncio.to_thread(first_in_writer.wait, 30)
+            for event in events[1:4]:
+                await send_event(producer, topic_name, event, partition=0)
+            # The first run has not committed, and the other three are fetched already.
+            assert await wait_for(lambda: consumer._fetched_count == 3, timeout=10), consumer._fetched_count
+            assert handled == []
+            release_first.set()
+
+            await wait_committed(consumer, TopicPartition(topic_name, 0), 4, timeout=30)
+            await wait_committed(consumer, TopicPartition(topic_name, 1), 1, timeout=30)
+            assert calls[:2] == [1, 3] and consumer.worker.restarts == 1
+            # Each once; in order within partition 0 (partition 1 has its own order).
+            assert [id for id in handled if id != events[4].get_id()] == [event.get_id() for event in events[:4]]
+            assert handled.count(events[4].get_id()) == 1
+        finally:
+            release_first.set()
+            await consumer.stop()
+            await producer.stop()
     engine.dispose()
 
 
