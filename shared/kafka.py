@@ -1,5 +1,6 @@
 """Kafka clients configured the way this system needs them."""
 
+import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -61,16 +62,24 @@ async def read_whole_topics(bootstrap_servers: str, topics: Iterable[str], *, cl
     return consumer
 
 
-async def _all_partitions(bootstrap_servers: str, topics: tuple[str, ...], *, client_id: str) -> list[TopicPartition]:
+async def _all_partitions(bootstrap_servers: str, topics: tuple[str, ...], *, client_id: str,
+                          wait_seconds: float = 10.0) -> list[TopicPartition]:
+    """Every partition of `topics`. A topic created a moment ago may not be
+    described yet (its metadata is still on its way to the broker asked):
+    that is waited out for `wait_seconds`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-admin")
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            described = await admin.describe_topics(list(topics))
+            partitions = [TopicPartition(topic["topic"], partition["partition"])
+                          for topic in described for partition in topic["partitions"]]
+            missing = set(topics) - {partition.topic for partition in partitions}
+            if not missing:
+                return sorted(partitions)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise RuntimeError(f"no partitions yet for {sorted(missing)}")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    partitions = [TopicPartition(topic["topic"], partition["partition"])
-                  for topic in described for partition in topic["partitions"]]
-    missing = set(topics) - {partition.topic for partition in partitions}
-    if missing:
-        raise RuntimeError(f"no partitions yet for {sorted(missing)}")
-    return sorted(partitions)

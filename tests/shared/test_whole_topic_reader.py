@@ -2,6 +2,7 @@
 get every partition of their topics from the broker, not from the consumer's
 metadata, which may not know a topic yet."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -78,3 +79,18 @@ async def test_a_reader_from_the_end_gets_only_what_is_published_after_it_starte
 async def test_a_topic_that_does_not_exist_is_an_error(kafka_bootstrap):
     with pytest.raises(RuntimeError, match="no partitions yet"):
         await read_whole_topics(kafka_bootstrap, [f"missing-{uuid.uuid4().hex[:8]}"], client_id="test-reader")
+
+
+async def test_a_topic_not_yet_described_is_waited_for(kafka_bootstrap):
+    """What `caj keys create` meets on a new broker: the topic was just
+    created, and the broker asked does not describe it yet."""
+    topic = f"fresh-{uuid.uuid4().hex[:8]}"
+    reading = asyncio.create_task(read_whole_topics(kafka_bootstrap, [topic], client_id="test-reader"))
+    await asyncio.sleep(0.5)
+    assert not reading.done()
+    await create_topic(kafka_bootstrap, topic, partitions=PARTITIONS)
+    reader = await asyncio.wait_for(reading, timeout=15)
+    try:
+        assert {tp.partition for tp in reader.assignment()} == set(range(PARTITIONS))
+    finally:
+        await reader.stop()
