@@ -103,11 +103,11 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status(as_json: bool = typer.Option(False, "--json", help="Print JSON, for scripts")) -> None:
-    """Each service: ready or not and why, consumer lag per group, outbox
-    backlog and age, set-aside outbox rows, deliveries by state. Exits 1
-    unless every service is ready."""
+    """Each process (the three services and the console): ready or not and
+    why, consumer lag per group, outbox backlog and age, set-aside outbox
+    rows, deliveries by state. Exits 1 unless every one is ready."""
     statuses = []
-    for info in SERVICES.values():
+    for info in PROCESSES.values():
         settings = info.settings()
         statuses.append(stack_health.service_status(info, f"http://{settings.host}:{settings.port}"))
     if as_json:

@@ -102,6 +102,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("catalog", None, (IDENTITY_KEYS,), "Current API keys, for who may report progress."),
     ConsumerSpec("console", None, (IDENTITY_KEYS,),
                  "Current API keys: checks sign-in keys and ends the sessions of revoked ones."),
+    ConsumerSpec("console", None, (REQUESTS_EVENTS, NOTIFICATIONS_DELIVERIES),
+                 "Live updates: each open page is told of the changes its user may see, from the topics' end."),
 )
 
 BY_TYPE = {spec.type: spec for spec in EVENTS}

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from caj.keys import create_key
 from tests.databases import POSTGRES_URL, empty_database
@@ -37,8 +37,10 @@ AXE_SCRIPT = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 VIEWPORT = {"width": 1366, "height": 768}
 SERVICE_PACKAGES = ("catalog_service", "requests_service", "notifications_service")
 # The webhook pages' tests receive deliveries on 127.0.0.1.
+# Retries 8 s apart: long enough for a page to be opened between two attempts.
 SERVICE_SETTINGS = {"notifications_service": {"webhook_allow_private_addresses": "true",
-                                              "delivery_poll_interval_seconds": "0.2"}}
+                                              "delivery_poll_interval_seconds": "0.2",
+                                              "webhook_retry_schedule_seconds": "[8, 8, 8]"}}
 
 
 @dataclass
@@ -189,3 +191,19 @@ def check_accessibility(opened: BrowserPage) -> None:
     serious = [v for v in violations if v["impact"] in ("serious", "critical")]
     assert not serious, f"axe on {opened.page.url}:\n" + json.dumps(serious, indent=2, ensure_ascii=False)
     assert not opened.csp_violations(), opened.csp_violations()
+
+
+# -- live pages --------------------------------------------------------------------
+LIVE_TIMEOUT_MS = 60_000
+
+
+def open_live(opened: BrowserPage, path: str) -> None:
+    """Opens a page and waits until its event stream is connected; marks the
+    document so that a test can tell an update in place from a reload."""
+    opened.open(path)
+    expect(opened.page.locator("html")).to_have_attribute("data-live", "connected", timeout=LIVE_TIMEOUT_MS)
+    opened.page.evaluate("() => { window.notReloaded = true; }")
+
+
+def was_not_reloaded(opened: BrowserPage) -> bool:
+    return opened.page.evaluate("() => window.notReloaded === true")

@@ -2,8 +2,10 @@
 the requests API's rule, and no other; a stream that falls behind is ended."""
 
 import json
+from datetime import UTC, datetime
 
 from console_service.live import STREAM_QUEUE_SIZE, LiveEvent, LiveHub, may_see
+from shared.contracts.notifications import DELIVERY_ATTEMPTED, DeliveryAttempted
 from shared.contracts.requests import OFFER_ACTIVATED, REQUEST_STATUS_CHANGED, REQUEST_SUBMITTED
 from shared.identity import Principal
 from tests.console.conftest import run_async
@@ -34,7 +36,7 @@ def test_who_may_see_a_request_event():
     assert name_line == "event: request-submitted" and event.server_sent_event.endswith("\n\n")
     # Which request changed, not its content: the page reads that from the API with its user's key.
     assert json.loads(data_line.removeprefix("data: ")) == {
-        "request_id": "r-1", "commitment_id": "caj-2006-2-1-04", "status": "submitted"}
+        "request_id": "r-1", "commitment_id": "caj-2006-2-1-04", "delivery_id": None, "status": "submitted"}
 
 
 def test_a_status_change_and_an_offer_activation_are_scoped_the_same_way():
@@ -49,6 +51,21 @@ def test_a_status_change_and_an_offer_activation_are_scoped_the_same_way():
     assert activated is not None
     assert may_see(TJ_BORDER, activated) and may_see(JICA, activated) and not may_see(KZ_MFA, activated)
     assert LiveEvent.from_cloudevent("org.example.unrelated.v1", {}) is None
+
+
+def test_a_delivery_attempt_is_seen_by_its_agency_and_coordinators_only():
+    attempted = DeliveryAttempted(
+        delivery_id="msg_1", notification_id="n-1", agency_id="tj-border-service", event_type=REQUEST_SUBMITTED,
+        attempt=1, outcome="failed", status_code=503, error="HTTP 503", duration_ms=12.0,
+        attempted_at=datetime.now(UTC), next_attempt_at=None)
+    event = LiveEvent.from_cloudevent(DELIVERY_ATTEMPTED, attempted.model_dump(mode="json"))
+    assert event is not None and event.name == "delivery-attempted" and event.status == "failed"
+    assert may_see(TJ_BORDER, event) and may_see(COORDINATOR, event) and may_see(OPERATOR, event)
+    tj_customs = Principal(key_id="t2", role="partner", agency_id="tj-customs", country="TJ")
+    assert not may_see(tj_customs, event), "another agency of the same country"
+    assert not may_see(KZ_MFA, event) and not may_see(JICA, event)
+    data = json.loads(event.server_sent_event.split("\n")[1].removeprefix("data: "))
+    assert data["delivery_id"] == "msg_1" and data["request_id"] is None
 
 
 def test_the_hub_fans_out_only_to_streams_that_may_see():

@@ -8,8 +8,17 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
-from tests.console.conftest import BrowserPage, check_accessibility, new_browser_page, sign_in
+from tests.console.conftest import (
+    LIVE_TIMEOUT_MS,
+    BrowserPage,
+    check_accessibility,
+    new_browser_page,
+    open_live,
+    sign_in,
+    was_not_reloaded,
+)
 from tests.notifications.receiver import Receiver, Reply
 
 PLAN = "caj-2006"
@@ -48,7 +57,7 @@ def test_an_offer_board_cell_turns_activated_after_a_request(coordinator_page, c
     offer = next(o for o in offers if o["condition_type"] == "on_request" and o["countries"].get("UZ") == "dormant")
     joint = next(o for o in offers if o["condition_type"] == "joint_interest")
 
-    coordinator_page.open("/offers")
+    open_live(coordinator_page, "/offers")
     page = coordinator_page.page
     assert page.get_by_role("heading", level=1).inner_text() == "Offer board"
     assert cell(coordinator_page, offer["commitment_id"], "UZ").inner_text() == "Dormant"
@@ -68,8 +77,9 @@ def test_an_offer_board_cell_turns_activated_after_a_request(coordinator_page, c
             break
         time.sleep(0.2)
     assert submitted.status_code == 201, submitted.text
-    reload_until(coordinator_page, "/offers",
-                 lambda: cell(coordinator_page, offer["commitment_id"], "UZ").inner_text() == "Activated")
+    # The open board changes in place as the activation comes through Kafka.
+    expect(cell(coordinator_page, offer["commitment_id"], "UZ")).to_have_text("Activated", timeout=LIVE_TIMEOUT_MS)
+    assert was_not_reloaded(coordinator_page)
 
 
 def test_a_coordinator_records_an_agreement_on_the_board_and_a_refusal_is_said_in_words(
@@ -245,6 +255,57 @@ def test_an_agency_acknowledges_its_notifications_in_the_inbox(page, console_sta
     inbox = httpx.get(console_stack.service_urls["notifications"] + "/v1/inbox", timeout=30,
                       headers={"Authorization": f"Bearer {key}"}).json()
     assert all(item["event_type"].split(".")[-2] != "status-changed" for item in inbox["items"])
+
+
+def test_a_delivery_log_and_a_delivery_page_change_in_place_as_attempts_are_made(page, console_stack, receiver,
+                                                                                 browser):
+    agency, neighbour = "tj-hook-live", "tj-hook-neighbour"
+    key, neighbour_key = (console_stack.make_key("partner", country="TJ", agency=name) for name in (agency, neighbour))
+    path = f"/{agency}"
+    notifications = console_stack.service_urls["notifications"]
+    deadline = time.monotonic() + 30
+    while True:  # the new key reaches the notifications service through Kafka
+        saved = httpx.put(f"{notifications}/v1/agencies/{agency}/webhook", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}, json={"url": receiver.script(path, Reply(503))})
+        if saved.status_code != 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert saved.status_code in (200, 201), saved.text
+
+    sign_in(page, key)
+    open_live(page, "/webhook")
+    assert page.page.locator("table.deliveries tbody tr").count() == 0
+    other = new_browser_page(browser, console_stack.console_url)
+    try:
+        sign_in(other, neighbour_key)  # same country, another agency: not its delivery
+        open_live(other, "/webhook")
+
+        sent = httpx.post(f"{notifications}/v1/agencies/{agency}/webhook/test", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"})
+        assert sent.status_code in (200, 201, 202), sent.text
+        receiver.wait_for(path, 1)
+        # The first attempt failed (503): the open log shows the delivery, waiting, without a reload.
+        row = page.page.locator("table.deliveries tbody tr")
+        expect(row).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+        expect(row.locator("td.delivery-state")).to_have_text("Waiting for a retry", timeout=LIVE_TIMEOUT_MS)
+        assert was_not_reloaded(page)
+
+        # Its own page, opened before the retry (8 s later), follows it as the receiver takes it.
+        row.locator("a").click()
+        page.page.wait_for_load_state()
+        assert page.page.locator("#delivery-state").inner_text() == "Waiting for a retry"
+        expect(page.page.locator("html")).to_have_attribute("data-live", "connected", timeout=LIVE_TIMEOUT_MS)
+        page.page.evaluate("() => { window.notReloaded = true; }")
+        expect(page.page.locator("#delivery-state")).to_have_text("Delivered", timeout=LIVE_TIMEOUT_MS)
+        expect(page.page.locator("table.attempts tbody tr")).to_have_count(2)
+        assert was_not_reloaded(page)
+        check_accessibility(page)
+
+        assert other.page.locator("table.deliveries tbody tr").count() == 0
+        assert other.page.locator("#live-region").get_attribute("data-live-version") is None, \
+            "another agency's page is not told of this delivery"
+    finally:
+        other.context.close()
 
 
 def test_an_agency_sets_its_webhook_rotates_the_secret_and_sends_a_test_event(page, console_stack, receiver,

@@ -7,9 +7,16 @@ import uuid
 import httpx
 from playwright.sync_api import expect
 
-from tests.console.conftest import BrowserPage, check_accessibility, new_browser_page, sign_in
+from tests.console.conftest import (
+    LIVE_TIMEOUT_MS,
+    BrowserPage,
+    check_accessibility,
+    new_browser_page,
+    open_live,
+    sign_in,
+    was_not_reloaded,
+)
 
-LIVE_TIMEOUT_MS = 60_000
 BORDER_POSTS = "caj-2006-2-1-04"
 
 
@@ -35,18 +42,6 @@ def status_through_api(stack, request_id: str) -> str:
                          headers=api_headers(stack.keys["coordinator"]), timeout=30)
     assert response.status_code == 200, response.text
     return response.json()["status"]
-
-
-def open_live(opened: BrowserPage, path: str) -> None:
-    """Opens a page and waits until its event stream is connected; marks the
-    document so that a test can tell an update in place from a reload."""
-    opened.open(path)
-    expect(opened.page.locator("html")).to_have_attribute("data-live", "connected", timeout=LIVE_TIMEOUT_MS)
-    opened.page.evaluate("() => { window.notReloaded = true; }")
-
-
-def was_not_reloaded(opened: BrowserPage) -> bool:
-    return opened.page.evaluate("() => window.notReloaded === true")
 
 
 def csrf_token_of(opened: BrowserPage) -> str:

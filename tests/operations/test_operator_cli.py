@@ -40,6 +40,12 @@ def stack(kafka_bootstrap, tmp_path_factory):
     try:
         for service in services.values():
             service.wait_status("/readyz", 200, timeout=120)
+        # The console calls the three; `caj stack status` reports it beside them.
+        services["console"] = ServiceProcess(
+            "console_service", database_url="sqlite://", kafka_bootstrap=kafka_bootstrap,
+            log_path=directory / "console.log",
+            **{f"{name}_url": services[name].base_url for name in PACKAGES}).start(migrate=False)
+        services["console"].wait_status("/readyz", 200, timeout=120)
         yield services
     finally:
         for service in services.values():
@@ -56,12 +62,13 @@ def test_stack_status_json_shows_each_service_ready_with_its_lag_outbox_and_deli
     report = json.loads(status.stdout)
     assert report["ready"] is True
     services = {service["name"]: service for service in report["services"]}
-    assert set(services) == set(PACKAGES)
+    assert set(services) == {*PACKAGES, "console"}
     for name, service in services.items():
         assert service["ready"] and service["not_ready"] == {}, service
         assert service["url"] == stack[name].base_url
-        assert service["outbox_backlog"] == 0 and service["outbox_set_aside"] == 0
-        assert service["outbox_oldest_age_seconds"] == 0
+        if name != "console":  # it keeps no data, so it has no outbox
+            assert service["outbox_backlog"] == 0 and service["outbox_set_aside"] == 0
+            assert service["outbox_oldest_age_seconds"] == 0
     # Each consuming service reports its groups (the catalog's follows requests.events).
     assert services["notifications"]["consumer_lag"] and services["requests"]["consumer_lag"]
     assert all(isinstance(lag, int) and lag >= 0 for lag in services["notifications"]["consumer_lag"].values())
@@ -85,6 +92,7 @@ def test_stack_status_says_which_service_is_not_ready_and_why(stack, kafka_boots
         assert "run migrations" in status.stdout, "the reason /readyz gives"
         assert any(line.startswith("notifications") and " down " in line for line in lines), status.stdout
         assert "not answering: ConnectError" in status.stdout
+        assert any(line.startswith("console") and " ready " in line for line in lines), status.stdout
         report = json.loads(run_caj("stack", "status", "--json", ports=ports).stdout)
         requests_status = next(service for service in report["services"] if service["name"] == "requests")
         assert report["ready"] is False and "database" in requests_status["not_ready"]

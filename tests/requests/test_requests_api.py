@@ -326,6 +326,15 @@ def test_partners_see_their_countrys_requests_and_responsible_agencies_theirs(ap
     assert all(item["country"] == "KZ" for item in kz_list)
     jica_list = api.get("/v1/requests", params={"limit": 100}, headers=auth(people["jica"])).json()["items"]
     assert created["id"] in [item["id"] for item in jica_list]
+    # The summary counts what the list shows, in each caller's scope.
+    for who in ("tj", "kz", "jica", "coordinator"):
+        summary = api.get("/v1/requests/summary", headers=auth(people[who])).json()
+        assert summary["total"] == api.get("/v1/requests", headers=auth(people[who])).json()["total"], who
+        for country, count in summary["by_country"].items():
+            assert api.get("/v1/requests", params={"country": country},
+                           headers=auth(people[who])).json()["total"] == count, (who, country)
+        assert sum(summary["by_status"].values()) == summary["total"], who
+    assert set(api.get("/v1/requests/summary", headers=auth(people["kz"])).json()["by_country"]) <= {"KZ"}
 
 
 # -- lifecycle -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,7 +27,7 @@ from requests_service.staleness import (
     period_start,
     staleness_period,
 )
-from shared.contracts.requests import REQUEST_STALE, REQUEST_STATUS_CHANGED, RequestStale
+from shared.contracts.requests import REQUEST_STALE, REQUEST_STATUS_CHANGED, RequestStale, RequestStatus
 from shared.db import make_engine
 from shared.events import from_kafka
 from shared.identity import Principal
@@ -369,6 +370,11 @@ def test_the_list_filters_stale_requests_by_the_same_rule(database_url, kafka_bo
         assert response.json()["total"] == len(response.json()["items"])
         return {item["id"] for item in response.json()["items"]}
 
+    def summary(key: str) -> dict:
+        response = client.get("/v1/requests/summary", headers=auth(key))
+        assert response.status_code == 200, response.text
+        return response.json()
+
     with TestClient(app) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, "ready")
         for key in (tajik, kazakh, coordinator):
@@ -389,6 +395,10 @@ def test_the_list_filters_stale_requests_by_the_same_rule(database_url, kafka_bo
         assert stale_ids(coordinator) == {waiting, approved}
         assert stale_ids(tajik) == {waiting, approved}
         assert stale_ids(kazakh) == set(), "another country's requests stay out of sight"
+        # The summary counts by the same rule, in the same scope.
+        assert summary(coordinator)["stale"] == summary(tajik)["stale"] == 2
+        assert summary(kazakh) == {"total": 0, "stale": 0, "by_country": {},
+                                   "by_status": dict.fromkeys(get_args(RequestStatus), 0)}
 
         for to in ("under_review", "approved"):
             moved = client.post(f"/v1/requests/{approved}/transitions", headers=auth(coordinator), json={"to": to})
@@ -396,6 +406,9 @@ def test_the_list_filters_stale_requests_by_the_same_rule(database_url, kafka_bo
         clock.now = T0 + 5 * N
         assert stale_ids(coordinator) == {waiting}, "approved: nobody waits on an answer"
         assert stale_ids(coordinator, "false") == {approved}
+        counted = summary(tajik)
+        assert (counted["total"], counted["stale"], counted["by_country"]) == (2, 1, {"TJ": 2})
+        assert {status: n for status, n in counted["by_status"].items() if n} == {"submitted": 1, "approved": 1}
         invalid = client.get("/v1/requests", headers=auth(coordinator), params={"stale": "perhaps"})
         assert invalid.status_code == 422
 

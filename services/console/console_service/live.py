@@ -1,5 +1,6 @@
-"""Live updates: the console follows `requests.events` and fans each event out
-to the open browser streams whose users may see it.
+"""Live updates: the console follows `requests.events` and
+`notifications.deliveries`, and fans each event out to the open browser
+streams whose users may see it.
 
 - `LiveFeed` reads the topic without a consumer group and without committed
   offsets, from its end: the console keeps no state, so a restart only means
@@ -8,7 +9,7 @@ to the open browser streams whose users may see it.
   stream only if its user may see it, by the requests API's rule: coordinators
   and operators everything; a partner agency its own country's requests and
   those under commitments the catalog names it responsible for (the events
-  carry `responsible_agencies` for this).
+  carry `responsible_agencies` for this), and its own webhook deliveries.
 - A stream that does not keep up (its queue full) is ended rather than
   allowed to hold memory; the browser's EventSource reconnects and the page
   reloads its data from the APIs.
@@ -24,6 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from shared.contracts.notifications import DELIVERY_ATTEMPTED
 from shared.contracts.requests import (
     OFFER_ACTIVATED,
     REQUEST_STALE,
@@ -33,7 +35,7 @@ from shared.contracts.requests import (
 from shared.events import InvalidEvent, from_kafka
 from shared.identity import Principal
 from shared.kafka import read_whole_topics
-from shared.topics import REQUESTS_EVENTS
+from shared.topics import NOTIFICATIONS_DELIVERIES, REQUESTS_EVENTS
 from shared.workers import SupervisedWorker
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,10 @@ LIVE_EVENT_NAMES = {
     REQUEST_STATUS_CHANGED: "request-status-changed",
     REQUEST_STALE: "request-stale",
     OFFER_ACTIVATED: "offer-activated",
+    DELIVERY_ATTEMPTED: "delivery-attempted",
 }
+# What the console follows (`LiveFeed`'s topics).
+LIVE_TOPICS = (REQUESTS_EVENTS, NOTIFICATIONS_DELIVERIES)
 # Events waiting for one browser: a burst of a thousand fits; a stream that
 # falls further behind than this is ended (it reconnects and reloads).
 STREAM_QUEUE_SIZE = 4096
@@ -57,8 +62,10 @@ class LiveEvent:
     commitment_id: str | None
     countries: tuple[str, ...]
     agencies: tuple[str, ...]
-    """The requesting agency and the agencies responsible for the commitment."""
+    """The requesting agency and the agencies responsible for the commitment;
+    for a delivery, the agency it is for."""
     status: str | None = None
+    delivery_id: str | None = None
 
     @cached_property
     def server_sent_event(self) -> str:
@@ -66,7 +73,7 @@ class LiveEvent:
         request or offer changed, not its content (the page fetches that from
         the APIs with its user's key)."""
         data = json.dumps({"request_id": self.request_id, "commitment_id": self.commitment_id,
-                           "status": self.status})
+                           "delivery_id": self.delivery_id, "status": self.status})
         return f"event: {self.name}\ndata: {data}\n\n"
 
     @classmethod
@@ -79,12 +86,12 @@ class LiveEvent:
             if data.get(agency_field):
                 agencies.append(data[agency_field])
         countries = data.get("countries") or ([data["country"]] if data.get("country") else [])
-        status = data.get("to_status") or data.get("status")
+        status = data.get("to_status") or data.get("status") or data.get("outcome")
         if event_type == REQUEST_SUBMITTED:
             status = "submitted"
         return cls(
             name=name, request_id=data.get("request_id"), commitment_id=data.get("commitment_id"),
-            countries=tuple(countries), agencies=tuple(agencies), status=status,
+            countries=tuple(countries), agencies=tuple(agencies), status=status, delivery_id=data.get("delivery_id"),
         )
 
 
@@ -139,7 +146,7 @@ class LiveFeed:
     """Follows the topics from their end and publishes to the hub."""
 
     def __init__(self, bootstrap_servers: str, hub: LiveHub, *,
-                 topics: Iterable[str] = (REQUESTS_EVENTS.name,)) -> None:
+                 topics: Iterable[str] = (REQUESTS_EVENTS.name, NOTIFICATIONS_DELIVERIES.name)) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.hub = hub
         self.topics = tuple(topics)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from console_service import i18n
 from console_service.api import ApiProblem, ServiceApi
 from console_service.config import ConsoleSettings
-from console_service.live import LiveFeed, LiveHub
+from console_service.live import LIVE_TOPICS, LiveFeed, LiveHub
 from console_service.pages import ROUTERS
 from console_service.security import (
     ANONYMOUS_CSRF_COOKIE,
@@ -37,7 +37,7 @@ from shared.identity import KeyStore
 from shared.logging import configure_logging
 from shared.retry import Backoff, retry
 from shared.tasks import cancel_and_wait
-from shared.topics import IDENTITY_KEYS, REQUESTS_EVENTS, ensure_topics
+from shared.topics import IDENTITY_KEYS, ensure_topics
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -53,7 +53,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     async def connect_to_kafka() -> None:
         async def start() -> None:
-            await ensure_topics(settings.kafka_bootstrap_servers, [IDENTITY_KEYS, REQUESTS_EVENTS], retry_for=5,
+            await ensure_topics(settings.kafka_bootstrap_servers, [IDENTITY_KEYS, *LIVE_TOPICS], retry_for=5,
                                 replication_factor=settings.kafka_replication_factor)
             if not key_store.running:
                 await key_store.start()

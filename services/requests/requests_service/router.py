@@ -6,7 +6,7 @@ through the group-commit writer, so concurrent submissions share a commit."""
 import asyncio
 import hashlib
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
@@ -36,6 +36,7 @@ from requests_service.schemas import (
     RequestDetail,
     RequestPage,
     RequestRead,
+    RequestSummary,
     TransitionCreate,
 )
 from requests_service.service import (
@@ -153,6 +154,31 @@ def _stored_response(runtime: ServiceRuntime, principal: Principal, key: str, fi
                     headers={"Location": f"/v1/requests/{stored.resource_id}", "Idempotent-Replayed": "true"})
 
 
+def _is_stale(clock: Clock, waited_too_long: timedelta):
+    """The same rule as the staleness watch (requests_service/staleness.py), as a query condition."""
+    return and_(col(RequestRow.status).in_(WAITING_STATUSES), col(RequestRow.status_since) <= clock() - waited_too_long)
+
+
+@router.get("/requests/summary", response_model=RequestSummary,
+            summary="Counts of the requests the caller may see, by status and by country")
+def summarize_requests(runtime: Runtime, principal: Caller, clock: ServiceClock,
+                       waited_too_long: StaleAfter) -> RequestSummary:
+    with read_session(runtime) as session:
+        visible = visible_requests_filter(session, principal)
+        conditions = [visible] if visible is not None else []
+        by_status = dict.fromkeys(get_args(RequestStatus), 0)
+        by_country: dict[str, int] = {}
+        for status, country, count in session.exec(
+                select(RequestRow.status, RequestRow.country, func.count()).where(*conditions)
+                .group_by(col(RequestRow.status), col(RequestRow.country))).all():
+            by_status[status] += count
+            by_country[country] = by_country.get(country, 0) + count
+        stale = session.exec(select(func.count()).select_from(RequestRow)
+                             .where(*conditions, _is_stale(clock, waited_too_long))).one()
+    return RequestSummary(total=sum(by_status.values()), by_status=by_status,
+                          by_country=dict(sorted(by_country.items())), stale=stale)
+
+
 @router.get("/requests", response_model=RequestPage, summary="Requests the caller may see")
 def list_requests(
     runtime: Runtime,
@@ -174,9 +200,7 @@ def list_requests(
         if visible is not None:
             conditions.append(visible)
         if stale is not None:
-            # The same rule as the staleness watch (requests_service/staleness.py).
-            is_stale = and_(col(RequestRow.status).in_(WAITING_STATUSES),
-                            col(RequestRow.status_since) <= clock() - waited_too_long)
+            is_stale = _is_stale(clock, waited_too_long)
             conditions.append(is_stale if stale else not_(is_stale))
         if status:
             conditions.append(col(RequestRow.status) == status)

@@ -45,6 +45,16 @@ class RequestPage(BaseModel):
     offset: int
 
 
+class RequestSummary(BaseModel):
+    """Counts of the requests the caller may see: what an overview shows,
+    in one call instead of one list call per figure."""
+
+    total: int
+    by_status: dict[RequestStatus, int] = Field(description="Every status, zero included")
+    by_country: dict[CountryCode, int] = Field(description="The countries that have requests")
+    stale: int = Field(description="Waiting on someone for the staleness period, as `GET /v1/requests?stale=true`")
+
+
 class HistoryEntry(BaseModel):
     at: UtcDatetime
     actor_role: str

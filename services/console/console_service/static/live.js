@@ -1,7 +1,7 @@
 // Live updates (server-sent events from /live). A part of a page marked
 // data-live-events="name ..." is reloaded, through the page's own address,
-// when one of those events arrives; data-live-request limits it to events
-// about one request. The page is never reloaded as a whole, so nothing typed
+// when one of those events arrives; data-live-request (or data-live-delivery)
+// limits it to events about one request (or one webhook delivery). The page is never reloaded as a whole, so nothing typed
 // elsewhere on it is lost.
 (function () {
   "use strict";
@@ -9,6 +9,7 @@
   if (!region || !window.EventSource) { return; }
   var names = (region.getAttribute("data-live-events") || "").split(/\s+/).filter(Boolean);
   var onlyRequest = region.getAttribute("data-live-request");
+  var onlyDelivery = region.getAttribute("data-live-delivery");
   var pending = null;
   var source = new EventSource("/live");
   // A marker for whoever needs to know the stream is open (tests wait on it).
@@ -36,10 +37,11 @@
 
   names.forEach(function (name) {
     source.addEventListener(name, function (message) {
-      if (onlyRequest) {
+      if (onlyRequest || onlyDelivery) {
         var data = {};
         try { data = JSON.parse(message.data); } catch (ignored) { return; }
-        if (data.request_id !== onlyRequest) { return; }
+        if (onlyRequest && data.request_id !== onlyRequest) { return; }
+        if (onlyDelivery && data.delivery_id !== onlyDelivery) { return; }
       }
       // A burst of events makes one reload.
       if (pending === null) { pending = window.setTimeout(refresh, 150); }
