@@ -74,10 +74,12 @@ def configure_tracing(*, service: str) -> None:
 
 
 def instrument_app(app: Any) -> None:
-    """A server span per HTTP request, continuing the caller's traceparent."""
+    """A server span per HTTP request, continuing the caller's traceparent.
+    Not a span per ASGI message as well (`http send`/`http receive`): they
+    tell nothing the server span does not, and cost a span each."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_URLS)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_URLS, exclude_spans=["receive", "send"])
 
 
 # -- the current context, as headers ------------------------------------------------

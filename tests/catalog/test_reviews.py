@@ -29,7 +29,13 @@ from catalog_service.reviews import (
 )
 from catalog_service.snapshot import load_snapshot
 from catalog_service.sync import sync_plans
-from shared.contracts.requests import OFFER_ACTIVATED, REQUEST_STATUS_CHANGED, REQUEST_SUBMITTED, REQUESTS_SOURCE
+from shared.contracts.requests import (
+    OFFER_ACTIVATED,
+    REQUEST_STALE,
+    REQUEST_STATUS_CHANGED,
+    REQUEST_SUBMITTED,
+    REQUESTS_SOURCE,
+)
 from shared.db import make_engine
 from shared.errors import Forbidden, Invalid, NotFound
 from shared.events import new_event
@@ -190,6 +196,19 @@ def test_requests_and_activations_so_far_from_the_read_model(engine):
         assert [handle_requests_event(session, event) for event in events] == ["processed"] * 4
         session.commit()
         assert len(session.exec(select(CommitmentActivityRow)).all()) == 4
+
+    # A run of the same events in one batch (how the consumer applies a
+    # backlog) adds the same rows, and ignores what the model does not keep.
+    with Session(engine) as session:
+        one_by_one = [tuple(row)[1:] for row in session.execute(
+            select(*CommitmentActivityRow.__table__.columns).order_by("seq")).all()]
+        stale = requests_event(REQUEST_STALE, {"request_id": "r-1"})
+        assert handle_requests_event.handle_many(session, [*events[:2], stale, *events[2:]]) == \
+            ["processed", "processed", "ignored", "processed", "processed"]
+        rows = [tuple(row)[1:] for row in session.execute(
+            select(*CommitmentActivityRow.__table__.columns).order_by("seq")).all()]
+        session.rollback()
+    assert rows == one_by_one * 2
 
     at_fm3 = item(report_of(engine, FM3), FIRST)
     assert (at_fm3.requests.total, at_fm3.requests.by_status) == (1, {"approved": 1})

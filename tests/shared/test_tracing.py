@@ -241,3 +241,31 @@ async def test_each_attempt_sends_a_child_of_the_deliverys_stored_trace(finished
     assert [format(span.parent.span_id, "016x") for span in attempts[:2] if span.parent] == [PARENT_SPAN] * 2
     # A delivery kept from before traces were stored still sends one, of its own.
     assert parts(untraced.headers["traceparent"])[0] != TRACE_ID
+
+
+def test_an_http_request_makes_one_server_span_under_the_callers_traceparent(finished):
+    """One span per request, continuing the caller's trace; no span per ASGI
+    message, and none for probes and scrapes."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shared.tracing import instrument_app
+
+    app = FastAPI()
+
+    @app.post("/v1/things/{thing_id}")
+    def make_thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    @app.get("/readyz")
+    def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    instrument_app(app)
+    with TestClient(app) as client:
+        assert client.post("/v1/things/a", headers={"traceparent": TRACEPARENT}).status_code == 200
+        assert client.get("/readyz").status_code == 200
+    made = finished.get_finished_spans()
+    assert [(span.name, span.kind) for span in made] == [("POST /v1/things/{thing_id}", SpanKind.SERVER)]
+    assert format(made[0].context.trace_id, "032x") == TRACE_ID
+    assert made[0].parent is not None and format(made[0].parent.span_id, "016x") == PARENT_SPAN
