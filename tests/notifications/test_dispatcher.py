@@ -300,3 +300,32 @@ async def test_deliveries_handed_over_to_a_stopping_dispatcher_are_released(data
         with Session(engine) as session:
             rows = session.exec(select(DeliveryRow)).all()
         assert [(row.state, row.attempts, row.lease_until) for row in rows] == [("pending", 0, None)] * 2
+
+
+async def test_a_delivery_handed_over_at_creation_carries_what_reading_it_back_would_give(database_url):
+    """The router hands the dispatcher what sending needs, without reading it
+    back: the same as the claim loop's read of the committed rows (body,
+    URL, secrets in use, trace, lease), so the first attempt sends what a
+    retry sends."""
+    async with dispatcher_on(database_url, delivery_concurrency=2) as (engine, dispatcher):  # room for 4
+        with Receiver() as receiver:
+            add_deliveries(engine, receiver.script("/same"), 0)
+            with Session(engine) as session:  # a rotated secret, still in its grace period
+                endpoint = session.get(WebhookEndpointRow, AGENCY)
+                assert endpoint is not None
+                endpoint.previous_secrets = [{"secret": new_secret(),
+                                              "expires_at": (utcnow() + timedelta(hours=1)).isoformat()}]
+                session.add(endpoint)
+                session.commit()
+            router = make_handler(load_rules(), lambda country: [], dispatcher.wake, hand_off=lambda: dispatcher)
+            dispatcher.start()
+            handed: list[list] = []
+            dispatcher.take_over = lambda claimed: handed.append(claimed)  # kept, not sent
+            await dispatcher.writer.run(lambda session: router.handle_many(session, submitted_for(AGENCY, 3)))
+            await dispatcher.stop()
+    assert [len(claimed) for claimed in handed] == [3]
+    first = handed[0][0]
+    read_back = statements.load_claimed(engine, [claimed.delivery_id for claimed in handed[0]], first.claimed_at,
+                                        first.lease_until)
+    assert read_back == handed[0]
+    assert len(first.secrets_in_use) == 2 and first.url == receiver.script("/same")

@@ -5,14 +5,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Protocol
+from types import SimpleNamespace
+from typing import Any, Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 from sqlalchemy import bindparam, insert
+from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
 from notifications_service import metrics
+from notifications_service.delivery.attempt import Claimed
+from notifications_service.delivery.statements import claimed_from
 from notifications_service.models import AgencyRow, DeliveryRow, NotificationRow, WebhookEndpointRow
 from notifications_service.routing import RoutingRules, recipients_for
 from notifications_service.states import DeliveryState
@@ -25,7 +29,8 @@ from shared.tracing import trace_headers_for
 
 _ENDPOINTS = table_of(WebhookEndpointRow)
 # Statements built once: these run for every event.
-_ENDPOINTS_OF = select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled).where(
+_ENDPOINTS_OF = core_select(_ENDPOINTS.c.agency_id, _ENDPOINTS.c.event_types, _ENDPOINTS.c.enabled, _ENDPOINTS.c.url,
+                            _ENDPOINTS.c.secret, _ENDPOINTS.c.previous_secrets).where(
     _ENDPOINTS.c.agency_id.in_(bindparam("agency_ids", expanding=True)))
 _INSERT_NOTIFICATION = insert(table_of(NotificationRow))
 _INSERT_DELIVERY = insert(table_of(DeliveryRow))
@@ -41,7 +46,7 @@ class DeliveryHandOff(Protocol):
 
     def claim_at_creation(self, agency_ids: list[str]) -> tuple[datetime, datetime, list[bool]]: ...
 
-    def take_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None: ...
+    def take_over(self, claimed: list[Claimed]) -> None: ...
 
 
 def make_handler(rules: RoutingRules, identity_agencies: Callable[[str], Iterable[str]],
@@ -105,6 +110,7 @@ class NotificationRouter:
 
         notifications: list[dict] = []
         deliveries: list[dict] = []
+        sending: list[tuple[dict, Any]] = []  # each delivery's notification and endpoint, for a claim at creation
         created: Counter[str] = Counter()
         now = utcnow() - _TICK
         for index, event, data, recipients in routed:
@@ -132,12 +138,13 @@ class NotificationRouter:
                         "event_type": event_type, "next_attempt_at": now, "created_at": now,
                         "traceparent": traceparent, "tracestate": tracestate,
                     })
+                    sending.append((notifications[-1], endpoint))
         # Plain INSERTs, not ORM objects: this runs for every event.
         connection = session.connection()
         if notifications:
             connection.execute(_INSERT_NOTIFICATION, notifications)
         if deliveries:
-            claimed = self._claim_at_creation(session, deliveries)
+            claimed = self._claim_at_creation(session, deliveries, sending)
             connection.execute(_INSERT_DELIVERY, deliveries)
             if claimed < len(deliveries):
                 call_after_commit(session, self.deliveries_created)
@@ -149,21 +156,27 @@ class NotificationRouter:
             call_after_commit(session, count)
         return outcomes
 
-    def _claim_at_creation(self, session: Session, deliveries: list[dict]) -> int:
+    def _claim_at_creation(self, session: Session, deliveries: list[dict], sending: list[tuple[dict, Any]]) -> int:
         """Lease the deliveries the dispatcher takes at once (in these rows,
-        in this transaction) and hand them over after the commit; how many."""
+        in this transaction) and hand them over after the commit, with what
+        sending them needs (so it is not read back); how many."""
         dispatcher = self.hand_off()
         if dispatcher is None:
             return 0
         claimed_at, lease, taken = dispatcher.claim_at_creation([delivery["agency_id"] for delivery in deliveries])
-        claimed_ids = []
-        for delivery, take in zip(deliveries, taken, strict=True):
+        claimed = []
+        for delivery, (notification, endpoint), take in zip(deliveries, sending, taken, strict=True):
             if take:
                 delivery["lease_until"] = lease
-                claimed_ids.append(delivery["id"])
-        if claimed_ids:
-            call_after_commit(session, partial(dispatcher.take_over, claimed_ids, claimed_at, lease))
-        return len(claimed_ids)
+                claimed.append(claimed_from(SimpleNamespace(
+                    **delivery, event_id=notification["event_id"], event_source=notification["event_source"],
+                    subject=notification["subject"], recipient=notification["recipient"],
+                    payload=notification["payload"], event_time=notification["event_time"], url=endpoint.url,
+                    enabled=endpoint.enabled, secret=endpoint.secret, previous_secrets=endpoint.previous_secrets,
+                ), claimed_at, lease))
+        if claimed:
+            call_after_commit(session, partial(dispatcher.take_over, claimed))
+        return len(claimed)
 
 
 def _learn_agencies(session: Session, event: CloudEvent) -> str:

@@ -203,24 +203,17 @@ class Dispatcher:
             taken.append(take)
         return now, lease, taken
 
-    def take_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
+    def take_over(self, claimed: list[Claimed]) -> None:
         """Safe from any thread: deliveries claimed at creation are committed; send them."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._start_taking_over, delivery_ids, claimed_at, lease)
+            self._loop.call_soon_threadsafe(self._start_taking_over, claimed)
 
-    def _start_taking_over(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
-        task = asyncio.create_task(self._load_and_send(delivery_ids, claimed_at, lease), name="take-over-deliveries")
+    def _start_taking_over(self, claimed: list[Claimed]) -> None:
+        task = asyncio.create_task(self._take_over(claimed), name="take-over-deliveries")
         self._taking_over.add(task)
         task.add_done_callback(self._taking_over.discard)
 
-    async def _load_and_send(self, delivery_ids: list[str], claimed_at: datetime, lease: datetime) -> None:
-        try:
-            claimed = await asyncio.to_thread(statements.load_claimed, self.read_engine, delivery_ids, claimed_at,
-                                              lease)
-        except Exception:
-            log.exception("could not load %d new deliveries; they are claimed again when their leases run out",
-                          len(delivery_ids))
-            return
+    async def _take_over(self, claimed: list[Claimed]) -> None:
         if self._stopping:
             await self._release(claimed)
             return

@@ -126,7 +126,7 @@ def claim_work(now: datetime, lease: datetime, limit: int,
 def load_claimed(read_engine: Engine, ids: list[str], now: datetime, lease: datetime) -> list[Claimed]:
     """What sending the claimed deliveries needs, oldest first."""
     with read_engine.connect() as connection:
-        return [_claimed(row, now, lease) for row in connection.execute(_LOAD, {"ids": ids})]
+        return [claimed_from(row, now, lease) for row in connection.execute(_LOAD, {"ids": ids})]
 
 
 def next_due(read_engine: Engine, now: datetime) -> datetime | None:
@@ -219,7 +219,8 @@ def record_outcomes(session: Session, results: list[Outcome], *, policy: RetryPo
     call_after_commit(session, count)
 
 
-def _claimed(row, now: datetime, lease: datetime) -> Claimed:
+def claimed_from(row, now: datetime, lease: datetime) -> Claimed:
+    """What sending needs, from a delivery row joined with its notification and endpoint."""
     event_time = as_utc(row.event_time)
     usable = row.url is not None and row.enabled
     secrets_in_use: tuple[str, ...] = ()
